@@ -1,0 +1,73 @@
+"""Shared input checks. Every public entry point validates through these, so errors read the same."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+__all__ = [
+    "check_choice",
+    "check_finite",
+    "check_float_tensor",
+    "check_int_tensor",
+    "check_positive",
+    "check_same_shape",
+    "check_tensor",
+]
+
+
+def check_tensor(x: object, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
+        raise ValueError(f"`{name}` contains {bad} values; expected only finite numbers")
+
+
+def check_float_tensor(x: object, name: str, *, min_dim: int = 0, finite: bool = True) -> torch.Tensor:
+    x = check_tensor(x, name)
+    if not x.is_floating_point():
+        raise TypeError(
+            f"`{name}` must be a floating-point tensor, got dtype {x.dtype}; convert it with `.float()`"
+        )
+    if x.dim() < min_dim:
+        raise ValueError(f"`{name}` must have at least {min_dim} dimension(s), got shape {tuple(x.shape)}")
+    if finite:
+        check_finite(x, name)
+    return x
+
+
+def check_int_tensor(x: object, name: str) -> torch.Tensor:
+    x = check_tensor(x, name)
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"`{name}` must be an integer tensor (int64 class indices), got dtype {x.dtype}")
+    return x
+
+
+def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def check_positive(value: float, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a positive number, got {value!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
+    return v
+
+
+def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value  # type: ignore[return-value]
