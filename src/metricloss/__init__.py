@@ -1,7 +1,23 @@
 """metricloss: turn any evaluation metric into a loss a network can train with."""
 
-from . import ranking
-
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "ranking"]
+from . import metrics, objectives, ranking, tasks
+from .io import load
+from .learn import learn
+from .report import Report
+from .surrogate import Surrogate
+from .zoo import pretrained
+
+__all__ = [
+    "Report",
+    "Surrogate",
+    "__version__",
+    "learn",
+    "load",
+    "metrics",
+    "objectives",
+    "pretrained",
+    "ranking",
+    "tasks",
+]

@@ -1,0 +1,279 @@
+r"""Learning a surrogate loss (ReLoss, Algorithm 1), with the approximation baselines behind the same call.
+
+Each step draws N batches, each from the random generator G_R with probability ``p_random`` and from the
+model outputs G_M otherwise, computes the surrogate loss :math:`l_i` and the metric :math:`m_i` of every
+batch, and descends
+
+.. math:: \rho_S(\mathrm{softrank}(l), \mathrm{rank}(m)) + \lambda\,\frac1N\sum_i (\lVert\nabla_{y_i} l_i\rVert_2 - 1)^2
+
+(or Kendall's soft :math:`\tau`, or an L2/L1 fit to the metric value). Ranks are taken over all N batches
+of a step at once, wherever they were drawn. Every ``eval_every`` steps the exact Spearman on held-out
+batches is measured; the best weights are kept and learning stops once it has not improved for
+``patience`` evaluations.
+
+Metric values are computed once per batch: G_R batches are drawn up front into a pool and G_M batches
+are fixed, so a slow Python metric costs its evaluations once, not once per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ._checks import check_choice, check_positive
+from .evaluation import agreement, stack_batches
+from .metrics.base import as_metric
+from .objectives import OBJECTIVES, approximation_objective, gradient_penalty, rank_objective
+from .report import Report
+from .surrogate import Surrogate
+from .tasks.base import Task, get_task
+
+__all__ = ["learn"]
+
+# Pools are capped at this many scalar elements of predictions (about 128 MiB of float32).
+_POOL_ELEMENTS = 32 * 1024 * 1024
+
+
+def _pool_size(requested: int | None, per_batch: int, batches_per_step: int) -> int:
+    if requested is not None:
+        return int(requested)
+    return max(2 * batches_per_step, min(4096, _POOL_ELEMENTS // max(per_batch, 1)))
+
+
+def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def learn(
+    metric: Any,
+    task: str | Task = "classification",
+    *,
+    outputs: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    objective: str = "spearman",
+    higher_is_better: bool | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    batches_per_step: int = 128,
+    p_random: float | None = None,
+    penalty: float = 10.0,
+    lr: float = 0.01,
+    weight_decay: float = 1e-4,
+    net: dict[str, Any] | None = None,
+    pool_size: int | None = None,
+    validation_batches: int = 256,
+    eval_every: int = 25,
+    patience: int = 6,
+    rank_strength: float = 10.0,
+    seed: int = 0,
+    progress: bool = True,
+    **task_kwargs: Any,
+) -> Surrogate:
+    """Learn a surrogate loss for ``metric``.
+
+    Args:
+        metric: a built-in metric name of the task (``"accuracy"``, ``"top5_accuracy"``, ...), a callable
+            ``metric(pred, target) -> float`` on one batch, or a torchmetrics metric object.
+        task: task family (``"classification"``, ...) or a :class:`~metricloss.tasks.Task`.
+        outputs: G_M, an iterable of ``(pred, target)`` batches of real model outputs (for instance from
+            several checkpoints of a model trained with the baseline loss). They are cut into batches of
+            ``batch_size``; a quarter (at most ``validation_batches``) is held out for validation.
+        objective: ``"spearman"`` (ReLoss), ``"kendall"``, or ``"l2"`` / ``"l1"`` (approximation).
+        higher_is_better: direction of a callable metric (default ``True``).
+        steps: upper bound on learning steps (default 2000; early stopping ends most runs sooner).
+        batch_size: samples per batch (default: the task's, 128 for classification).
+        batches_per_step: N, batches ranked together per step.
+        p_random: probability of drawing a batch from G_R (default 0.5 with ``outputs``, else 1).
+        penalty: weight λ of the gradient penalty (0 disables it).
+        lr, weight_decay: Adam settings.
+        net: surrogate network configuration (default: the task's).
+        pool_size: number of G_R batches drawn up front (default: as many as fit in ~128 MiB, ≤ 4096).
+        validation_batches: held-out batches for model selection and the report.
+        eval_every, patience: validation period (steps) and early-stopping patience (evaluations).
+        rank_strength: steepness of the soft ranks in the objective (on standardised losses).
+        seed: makes learning deterministic.
+        progress: show a progress bar.
+        **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``.
+
+    Returns:
+        A frozen :class:`~metricloss.Surrogate` with its :class:`~metricloss.report.Report`.
+
+    Example:
+        >>> import metricloss as ml
+        >>> sur = ml.learn("accuracy", num_classes=10, steps=30, batches_per_step=32,
+        ...                validation_batches=32, pool_size=256, progress=False)
+        >>> sur.report.spearman > sur.report.baseline_spearman - 0.2
+        True
+    """
+    from . import __version__
+
+    t_start = time.perf_counter()
+    task_obj = get_task(task, **task_kwargs)
+    met = as_metric(metric, higher_is_better, task_obj.metrics)
+    check_choice(objective, "objective", OBJECTIVES)
+    batch_size = _positive_int(batch_size if batch_size is not None else task_obj.default_batch_size,
+                               "batch_size")
+    batches_per_step = _positive_int(batches_per_step, "batches_per_step", 2)
+    validation_batches = _positive_int(validation_batches, "validation_batches", 2)
+    max_steps = _positive_int(steps if steps is not None else 2000, "steps")
+    eval_every = _positive_int(eval_every, "eval_every")
+    patience = _positive_int(patience, "patience")
+    penalty = float(penalty)
+    if not penalty >= 0 or not math.isfinite(penalty):
+        raise ValueError(f"`penalty` must be a finite number >= 0, got {penalty!r}")
+    check_positive(lr, "lr")
+    rank_strength = check_positive(rank_strength, "rank_strength")
+    net_config = dict(task_obj.default_net_config() if net is None else net)
+
+    gen = torch.Generator().manual_seed(seed)
+    metric_time = 0.0
+
+    def measure(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        nonlocal metric_time
+        t0 = time.perf_counter()
+        values = met.evaluate(pred, target)
+        metric_time += time.perf_counter() - t0
+        return met.oriented(values)
+
+    # G_M: model outputs, split into learning and held-out batches.
+    m_pred = m_target = v_pred = v_target = None
+    if outputs is not None:
+        all_pred, all_target = stack_batches(outputs, batch_size, task_obj)
+        perm = torch.randperm(all_pred.shape[0], generator=gen)
+        n_val = min(validation_batches, max(1, all_pred.shape[0] // 4))
+        if all_pred.shape[0] - n_val < 1 or n_val < 2:
+            raise ValueError("`outputs` is too small: need at least 8 batches of batch_size to learn and validate")
+        v_pred, v_target = all_pred[perm[:n_val]], all_target[perm[:n_val]]
+        m_pred, m_target = all_pred[perm[n_val:]], all_target[perm[n_val:]]
+        p_random = 0.5 if p_random is None else float(p_random)
+        validation = "held-out model outputs"
+    else:
+        p_random = 1.0
+        validation = "random batches (G_R)"
+    if not 0.0 <= p_random <= 1.0:
+        raise ValueError(f"`p_random` must be in [0, 1], got {p_random!r}")
+
+    # G_R: a pool of random batches; with model outputs, half of it relabels their predictions.
+    probe = task_obj.random_batches(1, 1, torch.Generator())[0]
+    per_batch = batch_size * probe[0, 0].numel()
+    n_pool = _positive_int(_pool_size(pool_size, per_batch, batches_per_step), "pool_size", 2)
+    r_pred, r_target = task_obj.random_batches(n_pool, batch_size, gen)
+    if m_pred is not None:
+        half = n_pool // 2
+        src = torch.randint(0, m_pred.shape[0], (half,), generator=gen)
+        rp, rt = task_obj.relabel(m_pred[src], m_target[src], gen)
+        r_pred[:half], r_target[:half] = rp, rt
+    if v_pred is None:
+        v_pred, v_target = task_obj.random_batches(validation_batches, batch_size, gen)
+
+    r_metric = measure(r_pred, r_target)
+    m_metric = measure(m_pred, m_target) if m_pred is not None else None
+    v_metric = measure(v_pred, v_target)
+    for name, values in (("random batches", r_metric), ("validation batches", v_metric)):
+        if float(values.max() - values.min()) == 0.0:
+            raise ValueError(
+                f"metric {met.name!r} is constant over the {name} ({float(values[0])}): its rank correlation "
+                "is undefined, so there is nothing to learn; check the metric and the task's shape arguments"
+            )
+    offset = float(torch.cat([r_metric] + ([m_metric] if m_metric is not None else [])).max())
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = task_obj.build_net(**net_config)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def validate() -> float:
+        model.eval()
+        with torch.no_grad():
+            losses = torch.cat([model(p, t) for p, t in zip(v_pred.split(256), v_target.split(256), strict=True)])
+        model.train()
+        if not bool(torch.isfinite(losses).all()):
+            return float("-inf")
+        return agreement(losses, v_metric, True)["spearman"]
+
+    best_score, best_state, best_step, bad, history = -math.inf, None, 0, 0, []
+    bar = tqdm(total=max_steps, disable=not progress, desc=f"learning {met.name} surrogate", leave=False)
+    step = 0
+    for step in range(1, max_steps + 1):
+        from_random = torch.rand(batches_per_step, generator=gen) < p_random
+        if m_pred is None:
+            from_random[:] = True
+        n_r = int(from_random.sum())
+        ri = torch.randint(0, r_pred.shape[0], (n_r,), generator=gen)
+        parts_p, parts_t, parts_m = [r_pred[ri]], [r_target[ri]], [r_metric[ri]]
+        if n_r < batches_per_step:
+            mi = torch.randint(0, m_pred.shape[0], (batches_per_step - n_r,), generator=gen)
+            parts_p.append(m_pred[mi])
+            parts_t.append(m_target[mi])
+            parts_m.append(m_metric[mi])
+        pred = torch.cat(parts_p).requires_grad_(True)
+        target, values = torch.cat(parts_t), torch.cat(parts_m)
+
+        losses = model(pred, target)
+        if objective in ("spearman", "kendall"):
+            obj = rank_objective(losses, values, objective, rank_strength)
+        else:
+            obj = approximation_objective(losses, values, objective, offset)
+        if penalty > 0:
+            (grads,) = torch.autograd.grad(losses.sum(), pred, create_graph=True)
+            obj = obj + penalty * gradient_penalty(grads)
+        opt.zero_grad(set_to_none=True)
+        obj.backward()
+        opt.step()
+        bar.update(1)
+
+        if step % eval_every == 0 or step == max_steps:
+            score = validate()
+            history.append({"step": step, "spearman": score, "objective": float(obj.detach())})
+            bar.set_postfix(val_spearman=f"{score:.4f}")
+            if score > best_score + 1e-4:
+                best_score, best_state, best_step, bad = score, copy.deepcopy(model.state_dict()), step, 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+    bar.close()
+    if best_state is None:
+        raise RuntimeError("learning produced no finite surrogate loss; try a smaller `lr`")
+    model.load_state_dict(best_state)
+    model.eval()
+
+    with torch.no_grad():
+        sur_losses = torch.cat([model(p, t) for p, t in zip(v_pred.split(256), v_target.split(256), strict=True)])
+        base_losses = task_obj.baseline(v_pred, v_target)
+    ours, base = agreement(sur_losses, v_metric, True), agreement(base_losses, v_metric, True)
+    report = Report(
+        task=task_obj.name,
+        task_config=task_obj.config(),
+        metric=met.name,
+        higher_is_better=met.higher_is_better,
+        method=objective,
+        spearman=ours["spearman"],
+        kendall=ours["kendall"],
+        baseline=task_obj.baseline_name,
+        baseline_spearman=base["spearman"],
+        baseline_kendall=base["kendall"],
+        validation=validation,
+        n_validation_batches=int(v_pred.shape[0]),
+        batch_size=batch_size,
+        library_version=__version__,
+        settings={
+            "objective": objective, "penalty": penalty, "lr": lr, "weight_decay": weight_decay,
+            "batches_per_step": batches_per_step, "p_random": p_random, "pool_size": n_pool,
+            "rank_strength": rank_strength, "seed": seed, "max_steps": max_steps,
+            "eval_every": eval_every, "patience": patience, "net": net_config,
+        },
+        steps=step,
+        best_step=best_step,
+        learn_seconds=time.perf_counter() - t_start,
+        metric_seconds=metric_time,
+        history=history,
+    )
+    return Surrogate(task_obj, model, net_config, report)

@@ -1,0 +1,134 @@
+"""The metric adapter: one object that evaluates a batch metric, knows its direction, and checks its output.
+
+A *metric* in metricloss scores one batch: ``metric(pred, target) -> float`` with the task's call shapes
+(see :mod:`metricloss.tasks`). :func:`as_metric` turns a built-in name, a plain callable or a torchmetrics
+metric object into a :class:`Metric`; learners only ever talk to :class:`Metric`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["Metric", "MetricError", "as_metric"]
+
+BatchFn = Callable[[torch.Tensor, torch.Tensor], Any]
+StackedFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class MetricError(ValueError):
+    """The user's metric raised, or returned something that is not one finite number."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A batch metric with its direction.
+
+    Attributes:
+        name: shown in reports and stored with surrogates.
+        fn: ``fn(pred, target)`` on one batch, returning a number (float, 0-d or 1-element tensor).
+        higher_is_better: direction of ``fn``.
+        stacked: optional vectorised form over a stack of batches, ``(N, B, ...) -> (N,)``; used when
+            present, and must agree with ``fn``.
+    """
+
+    name: str
+    fn: BatchFn
+    higher_is_better: bool = True
+    stacked: StackedFn | None = field(default=None, compare=False)
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> float:
+        with torch.no_grad():
+            try:
+                value = self.fn(pred, target)
+            except Exception as err:  # the user's code: say whose error it is
+                raise MetricError(f"metric {self.name!r} raised {type(err).__name__}: {err}") from err
+        return _to_float(value, self.name)
+
+    def evaluate(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Metric of each batch of a stack ``(N, B, ...)``, as a float64 tensor ``(N,)``."""
+        if self.stacked is not None:
+            with torch.no_grad():
+                values = self.stacked(pred, target).to(torch.float64)
+            if not bool(torch.isfinite(values).all()):
+                raise MetricError(f"metric {self.name!r} returned a non-finite value")
+            return values
+        return torch.tensor([self(p, t) for p, t in zip(pred, target, strict=True)], dtype=torch.float64)
+
+    def oriented(self, values: torch.Tensor) -> torch.Tensor:
+        """Values turned so that higher is better."""
+        return values if self.higher_is_better else -values
+
+
+def _to_float(value: Any, name: str) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise MetricError(
+                f"metric {name!r} must return one number per batch, got a tensor of shape {tuple(value.shape)}"
+            )
+        value = value.item()
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise MetricError(f"metric {name!r} must return a number, got {type(value).__name__}") from None
+    if not math.isfinite(v):
+        raise MetricError(f"metric {name!r} returned a non-finite value ({v}) ")
+    return v
+
+
+def _wrap_torchmetrics(obj: Any, higher_is_better: bool | None) -> Metric:
+    hib = obj.higher_is_better if higher_is_better is None else higher_is_better
+    if hib is None:
+        raise ValueError(
+            f"torchmetrics metric {type(obj).__name__} does not say whether higher is better; "
+            "pass `higher_is_better=`"
+        )
+
+    def fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        obj.reset()
+        value = obj(pred, target)
+        obj.reset()
+        return value
+
+    return Metric(type(obj).__name__, fn, bool(hib))
+
+
+def as_metric(
+    metric: Any, higher_is_better: bool | None = None, builtins: dict[str, Metric] | None = None
+) -> Metric:
+    """Adapt ``metric`` to a :class:`Metric`.
+
+    Args:
+        metric: a :class:`Metric`; a built-in name (a key of ``builtins``); a torchmetrics ``Metric``
+            object (its own ``higher_is_better`` is used); or any callable ``metric(pred, target)``
+            returning one number per batch (higher is better unless ``higher_is_better=False``).
+        higher_is_better: overrides the direction.
+        builtins: the task's built-in metrics, for names.
+    """
+    if isinstance(metric, Metric):
+        if higher_is_better is None or higher_is_better == metric.higher_is_better:
+            return metric
+        return Metric(metric.name, metric.fn, higher_is_better, metric.stacked)
+    if isinstance(metric, str):
+        builtins = builtins or {}
+        if metric not in builtins:
+            known = ", ".join(sorted(builtins)) or "none"
+            raise ValueError(f"`metric`: unknown built-in metric {metric!r} for this task; known: {known}")
+        return as_metric(builtins[metric], higher_is_better)
+    try:
+        import torchmetrics
+    except ImportError:  # pragma: no cover - torchmetrics is a dependency
+        torchmetrics = None
+    if torchmetrics is not None and isinstance(metric, torchmetrics.Metric):
+        return _wrap_torchmetrics(metric, higher_is_better)
+    if callable(metric):
+        name = getattr(metric, "__name__", type(metric).__name__)
+        return Metric(name, metric, True if higher_is_better is None else bool(higher_is_better))
+    raise TypeError(
+        "`metric` must be a built-in metric name, a callable metric(pred, target) -> float, "
+        f"or a torchmetrics Metric object; got {type(metric).__name__}"
+    )

@@ -1,0 +1,68 @@
+"""The report card every surrogate carries: how well it ranks batches like the metric, beside the baseline."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Report"]
+
+
+@dataclass
+class Report:
+    """Measured agreement of a surrogate with its metric on held-out batches.
+
+    ``spearman`` and ``kendall`` are rank correlations between the *negated* loss and the metric oriented
+    so that higher is better: 1 means the loss orders batches exactly as the metric does.
+    ``baseline_*`` are the same numbers for the loss the surrogate replaces, on the same batches.
+    """
+
+    task: str
+    task_config: dict[str, Any]
+    metric: str
+    higher_is_better: bool
+    method: str
+    spearman: float
+    kendall: float
+    baseline: str
+    baseline_spearman: float
+    baseline_kendall: float
+    validation: str
+    n_validation_batches: int
+    batch_size: int
+    library_version: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0
+    best_step: int = 0
+    learn_seconds: float = 0.0
+    metric_seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_markdown(self) -> str:
+        rows = [
+            "| loss | Spearman | Kendall |",
+            "| --- | --- | --- |",
+            f"| {self.baseline} (baseline) | {self.baseline_spearman:.4f} | {self.baseline_kendall:.4f} |",
+            f"| surrogate ({self.method}) | {self.spearman:.4f} | {self.kendall:.4f} |",
+        ]
+        head = (
+            f"Surrogate for **{self.metric}** ({'higher' if self.higher_is_better else 'lower'} is better), "
+            f"task `{self.task}` {self.task_config}; rank correlation with the metric on "
+            f"{self.n_validation_batches} held-out batches of {self.batch_size} ({self.validation})."
+        )
+        tail = (
+            f"Learned in {self.steps} steps (best at step {self.best_step}), {self.learn_seconds:.1f} s "
+            f"({self.metric_seconds:.1f} s in the metric); metricloss {self.library_version}."
+        )
+        return "\n".join([head, "", *rows, "", tail])
+
+    def __str__(self) -> str:
+        return self.to_markdown()

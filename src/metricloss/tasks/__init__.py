@@ -1,0 +1,6 @@
+"""Task families: call shapes, surrogate networks, random generators, baselines and built-in metrics."""
+
+from . import classification
+from .base import TASKS, Task, get_task, register_task
+
+__all__ = ["TASKS", "Task", "classification", "get_task", "register_task"]

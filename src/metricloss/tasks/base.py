@@ -1,0 +1,87 @@
+"""What a task family provides to the learner, and the registry of families.
+
+A task family (one file each under :mod:`metricloss.tasks`) knows its call shapes, its surrogate
+network, its random batch generator G_R, its baseline loss and its built-in metrics. The learner works
+on *stacks* of batches: ``pred`` of shape ``(N, *batch_shape)`` and ``target`` likewise, and every
+network returns one loss per batch, ``(N,)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..metrics.base import Metric
+
+__all__ = ["TASKS", "Task", "get_task", "register_task"]
+
+
+class Task(ABC):
+    """Base class of task families. Subclasses are registered with :func:`register_task`."""
+
+    name: ClassVar[str]
+    baseline_name: ClassVar[str]
+    default_metric: ClassVar[str]
+    default_batch_size: ClassVar[int] = 128
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The shape arguments this task was built with (JSON-able; stored with surrogates)."""
+
+    @property
+    @abstractmethod
+    def metrics(self) -> dict[str, Metric]:
+        """Built-in metrics by name."""
+
+    @abstractmethod
+    def check(self, pred: torch.Tensor, target: torch.Tensor, *, stacked: bool = False) -> None:
+        """Raise a clear error if ``pred``/``target`` do not have this task's call shapes."""
+
+    @abstractmethod
+    def random_batches(
+        self, n: int, batch_size: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """G_R: ``n`` random batches, stacked, whose metric values spread over the metric's range."""
+
+    @abstractmethod
+    def baseline(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss the surrogate replaces, per batch of a stack: ``(N,)``."""
+
+    @abstractmethod
+    def default_net_config(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`build_net` used when the user gives none."""
+
+    @abstractmethod
+    def build_net(self, **net_config: Any) -> nn.Module:
+        """The surrogate network: ``net(pred, target) -> (N,)`` on stacks."""
+
+    def relabel(
+        self, pred: torch.Tensor, target: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optional G_R variant on real model outputs; by default the batches are returned unchanged."""
+        return pred, target
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(task: str | Task, **kwargs: Any) -> Task:
+    """Build a task family by name (``"classification"``, ...) with its shape keyword arguments."""
+    if isinstance(task, Task):
+        if kwargs:
+            raise TypeError("`task` is already a Task object; pass shape arguments when building it")
+        return task
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {', '.join(map(repr, sorted(TASKS)))}; got {task!r}")
+    try:
+        return TASKS[task](**kwargs)
+    except TypeError as err:
+        raise TypeError(f"task {task!r}: {err}") from None
