@@ -153,7 +153,7 @@ class ClassificationTask(Task):
         return ce.view(target.shape).mean(dim=-1)
 
     def default_net_config(self) -> dict[str, Any]:
-        return {"features": ["target_prob"], "hidden": 128, "depth": 3}
+        return {"features": ["target_prob", "margin"], "hidden": 128, "depth": 3}
 
     def build_net(self, **net_config: Any) -> nn.Module:
         return ClassificationNet(**net_config)
