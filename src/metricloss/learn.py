@@ -163,7 +163,8 @@ def learn(
     # G_R: a pool of random batches; with model outputs, half of it relabels their predictions.
     probe = task_obj.random_batches(1, 1, torch.Generator())[0]
     per_batch = batch_size * probe[0, 0].numel()
-    n_pool = _positive_int(_pool_size(pool_size, per_batch, batches_per_step), "pool_size", 2)
+    n_pool = _positive_int(_pool_size(pool_size if pool_size is not None else task_obj.default_pool_size,
+                                             per_batch, batches_per_step), "pool_size", 2)
     r_pred, r_target = task_obj.random_batches(n_pool, batch_size, gen)
     if m_pred is not None:
         half = n_pool // 2
