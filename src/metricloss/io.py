@@ -21,7 +21,7 @@ from .report import Report
 from .surrogate import Surrogate
 from .tasks import get_task
 
-__all__ = ["FORMAT_VERSION", "SCHEMA", "SurrogateFileError", "load", "save"]
+__all__ = ["FORMAT_VERSION", "SCHEMA", "SurrogateFileError", "load", "save", "write_atomic"]
 
 FORMAT = "metricloss.surrogate"
 FORMAT_VERSION = 1
@@ -60,10 +60,19 @@ def save(sur: Surrogate, path: str | Path) -> None:
     """Save ``sur`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename."""
     if not isinstance(sur, Surrogate):
         raise TypeError(f"`sur` must be a metricloss Surrogate, got {type(sur).__name__}")
-    path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in sur.net.state_dict().items()}
-    blob = _st_save(tensors, metadata={"metricloss": json.dumps(_metadata(sur))})
+    write_atomic(path, _st_save(tensors, metadata={"metricloss": json.dumps(_metadata(sur))}))
+
+
+def write_atomic(path: str | Path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` via a temporary file in the same folder, fsync, then rename.
+
+    A crash at any point leaves either the old file or the new one at ``path``, never a partial file.
+    """
+    path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"`path`: the folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:

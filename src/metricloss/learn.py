@@ -21,11 +21,13 @@ import copy
 import math
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from ._checkpoint import fingerprint, load_progress, save_progress
 from ._checks import check_choice, check_positive
 from .evaluation import agreement, stack_batches
 from .metrics.base import as_metric
@@ -74,6 +76,7 @@ def learn(
     rank_strength: float = 10.0,
     seed: int = 0,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
     **task_kwargs: Any,
 ) -> Surrogate:
     """Learn a surrogate loss for ``metric``.
@@ -100,6 +103,9 @@ def learn(
         rank_strength: steepness of the soft ranks in the objective (on standardised losses).
         seed: makes learning deterministic.
         progress: show a progress bar.
+        checkpoint: a file where progress is saved at every validation (safetensors, atomic). If it exists
+            and belongs to the same run (same settings, metric and data), learning resumes from it and
+            ends with the same weights as an uninterrupted run.
         **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``.
 
     Returns:
@@ -196,13 +202,39 @@ def learn(
             losses = torch.cat([model(p, t) for p, t in zip(v_pred.split(256), v_target.split(256), strict=True)])
         model.train()
         if not bool(torch.isfinite(losses).all()):
-            return float("-inf")
-        return agreement(losses, v_metric, True)["spearman"]
+            return -math.inf
+        score = agreement(losses, v_metric, True)["spearman"]
+        return score if math.isfinite(score) else -math.inf  # constant losses: correlation undefined
 
-    best_score, best_state, best_step, bad, history = -math.inf, None, 0, 0, []
-    bar = tqdm(total=max_steps, disable=not progress, desc=f"learning {met.name} surrogate", leave=False)
-    step = 0
-    for step in range(1, max_steps + 1):
+    settings = {
+        "objective": objective, "penalty": penalty, "lr": lr, "weight_decay": weight_decay,
+        "batches_per_step": batches_per_step, "p_random": p_random, "pool_size": n_pool,
+        "rank_strength": rank_strength, "seed": seed, "max_steps": max_steps,
+        "eval_every": eval_every, "patience": patience, "net": net_config,
+    }
+    best_score, best_state, best_step, bad, history, step, done = -math.inf, None, 0, 0, [], 0, False
+    if checkpoint is not None:
+        run_id = fingerprint({**settings, "task": task_obj.name, "task_config": task_obj.config(),
+                              "metric": met.name, "batch_size": batch_size},
+                             r_metric, v_metric, *([m_metric] if m_metric is not None else []))
+        resumed = load_progress(checkpoint, fingerprint=run_id, model=model, opt=opt, gen=gen)
+        if resumed is not None:
+            step, best_step, bad, history, done = (resumed["step"], resumed["best_step"], resumed["bad"],
+                                                   resumed["history"], resumed["done"])
+            best_score = resumed["best_score"] if resumed["best_score"] is not None else -math.inf
+            best_state = resumed["best_state"]
+
+    def save_checkpoint() -> None:
+        if checkpoint is not None:
+            save_progress(checkpoint, fingerprint=run_id, model=model, opt=opt, gen=gen, best_state=best_state,
+                          progress={"step": step, "best_step": best_step, "bad": bad, "history": history,
+                                    "done": done, "best_score": best_score if math.isfinite(best_score) else None})
+
+    bar = tqdm(total=max_steps, initial=step, disable=not progress, desc=f"learning {met.name} surrogate",
+               leave=False)
+    nonfinite = 0
+    while not done and step < max_steps:
+        step += 1
         from_random = torch.rand(batches_per_step, generator=gen) < p_random
         if m_pred is None:
             from_random[:] = True
@@ -226,23 +258,33 @@ def learn(
             (grads,) = torch.autograd.grad(losses.sum(), pred, create_graph=True)
             obj = obj + penalty * gradient_penalty(grads)
         opt.zero_grad(set_to_none=True)
-        obj.backward()
-        opt.step()
+        if torch.isfinite(obj):
+            obj.backward()
+            opt.step()
+            nonfinite = 0
+        else:  # never let a NaN reach the weights
+            nonfinite += 1
+            if nonfinite >= 10:
+                raise RuntimeError(
+                    "the learning objective was not finite for 10 steps in a row; try a smaller `lr` or `penalty`"
+                )
         bar.update(1)
 
         if step % eval_every == 0 or step == max_steps:
             score = validate()
-            history.append({"step": step, "spearman": score, "objective": float(obj.detach())})
+            history.append({"step": step, "spearman": score if math.isfinite(score) else None,
+                            "objective": float(obj.detach()) if torch.isfinite(obj) else None})
             bar.set_postfix(val_spearman=f"{score:.4f}")
             if score > best_score + 1e-4:
                 best_score, best_state, best_step, bad = score, copy.deepcopy(model.state_dict()), step, 0
             else:
                 bad += 1
-                if bad >= patience:
-                    break
+                done = bad >= patience
+            done = done or step >= max_steps
+            save_checkpoint()
     bar.close()
     if best_state is None:
-        raise RuntimeError("learning produced no finite surrogate loss; try a smaller `lr`")
+        raise RuntimeError("learning produced no finite, non-constant surrogate loss; try a smaller `lr`")
     model.load_state_dict(best_state)
     model.eval()
 
@@ -265,12 +307,7 @@ def learn(
         n_validation_batches=int(v_pred.shape[0]),
         batch_size=batch_size,
         library_version=__version__,
-        settings={
-            "objective": objective, "penalty": penalty, "lr": lr, "weight_decay": weight_decay,
-            "batches_per_step": batches_per_step, "p_random": p_random, "pool_size": n_pool,
-            "rank_strength": rank_strength, "seed": seed, "max_steps": max_steps,
-            "eval_every": eval_every, "patience": patience, "net": net_config,
-        },
+        settings=settings,
         steps=step,
         best_step=best_step,
         learn_seconds=time.perf_counter() - t_start,
