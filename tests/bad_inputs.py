@@ -111,7 +111,7 @@ CASES: list[Case] = [
     Case("learn(metric, ...)", "outputs with NaN logits",
          lambda: ml.learn("accuracy", num_classes=4, outputs=[(torch.full((64, 4), float("nan")),
                                                               torch.zeros(64, dtype=torch.long))], **QUICK),
-         ValueError, "`pred` contains NaN"),
+         ValueError, "`outputs` item 0: `pred` contains NaN"),
     Case("learn(metric, ...)", "outputs not (pred, target) pairs",
          lambda: ml.learn("accuracy", num_classes=4, outputs=[torch.randn(64, 4)], **QUICK), TypeError,
          "must yield \\(pred, target\\) pairs"),

@@ -34,7 +34,10 @@ def stack_batches(
         if not (isinstance(item, tuple | list) and len(item) == 2):
             raise TypeError(f"`{name}` must yield (pred, target) pairs; item {i} is {type(item).__name__}")
         p, t = item
-        task.check(p, t)
+        try:
+            task.check(p, t)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"`{name}` item {i}: {err}") from None
         preds.append(p.detach().cpu())
         targets.append(t.detach().cpu())
     if not preds:
