@@ -119,12 +119,6 @@ def test_surrogate_batch_losses_validate_stacked_inputs(sur):
         sur.batch_losses(torch.full((2, 8, C), float("nan")), t.expand(2, -1))
 
 
-@pytest.mark.xfail(
-    reason="BUG: _checks.check_int_tensor accepts any integer dtype, but ClassificationNet's gather() needs "
-    "int32/int64 and cross_entropy needs int64/uint8: int16/uint8 targets fail deep inside with a bare "
-    "RuntimeError instead of being converted or rejected with an error naming `target`",
-    strict=True,
-)
 @pytest.mark.parametrize("dtype", [torch.int16, torch.uint8])
 def test_small_integer_targets_work_or_are_rejected_clearly(task, sur, dtype):
     p, t = _batch()
@@ -136,11 +130,6 @@ def test_small_integer_targets_work_or_are_rejected_clearly(task, sur, dtype):
         assert torch.allclose(loss, sur(p, t))
 
 
-@pytest.mark.xfail(
-    reason="BUG: int32 targets pass ClassificationTask.check but task.baseline (F.cross_entropy) raises "
-    "RuntimeError 'expected target dtype to be Long or Byte, but got Int'",
-    strict=True,
-)
 def test_baseline_accepts_int32_targets(task):
     p, t = _batch()
     assert torch.allclose(task.baseline(p[None], t.int()[None]), task.baseline(p[None], t[None]))

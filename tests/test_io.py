@@ -247,12 +247,6 @@ def test_weights_that_do_not_match_the_net_config(saved, tmp_path, change):
         ml.load(bad)
 
 
-@pytest.mark.xfail(
-    reason="BUG: io.load passes the stored report to Report.from_dict unchecked, so a report object with "
-    "missing keys raises a bare TypeError ('Report.__init__() missing ... arguments') instead of "
-    "SurrogateFileError",
-    strict=True,
-)
 def test_incomplete_report_is_a_file_error(saved, tmp_path):
     meta, tensors = _read(saved)
     meta["report"] = {"metric": "accuracy"}

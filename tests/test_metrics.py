@@ -271,11 +271,6 @@ def test_bad_metric_surfaces_from_learn():
                  validation_batches=4, progress=False)
 
 
-@pytest.mark.xfail(
-    reason="BUG: metrics/base.py _to_float calls float() on any value, so a metric returning the *string* "
-    "'0.5' is silently accepted as 0.5 instead of raising MetricError('must return a number, got str')",
-    strict=True,
-)
 def test_numeric_string_is_not_a_number():
     with pytest.raises(MetricError, match="must return a number, got str"):
         as_metric(lambda p, t: "0.5")(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))

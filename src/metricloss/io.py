@@ -112,6 +112,23 @@ def _validate(meta: Any, path: Path) -> dict[str, Any]:
     return meta
 
 
+def _report(data: dict[str, Any] | None, path: Path) -> Report | None:
+    if data is None:
+        return None
+    try:
+        report = Report.from_dict(data)
+    except TypeError as err:
+        raise SurrogateFileError(f"{path}: the report in the metadata is incomplete ({err})") from None
+    for name in ("spearman", "kendall", "baseline_spearman", "baseline_kendall"):
+        value = getattr(report, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SurrogateFileError(f"{path}: report field {name!r} must be a number, got {value!r}")
+    for name in ("task", "metric", "method", "baseline"):
+        if not isinstance(getattr(report, name), str):
+            raise SurrogateFileError(f"{path}: report field {name!r} must be a string")
+    return report
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Surrogate:
     """Load a surrogate saved by :meth:`Surrogate.save`. Never executes code from the file."""
     path = Path(path)
@@ -138,5 +155,5 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Surrogat
         net.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
         raise SurrogateFileError(f"{path}: weights do not match the network in the metadata ({err})") from None
-    report = Report.from_dict(meta["report"]) if meta["report"] is not None else None
+    report = _report(meta["report"], path)
     return Surrogate(task, net, meta["net_config"], report).to(map_location)

@@ -41,6 +41,8 @@ class Surrogate(nn.Module):
         self.net = net
         self.net_config = dict(net_config)
         self.report = report
+        for param in self.parameters():
+            param.grad = None  # no gradient left from learning: an optimizer holding us must not move us
         self.requires_grad_(False)
         self.eval()
 

@@ -71,6 +71,8 @@ def _to_float(value: Any, name: str) -> float:
                 f"metric {name!r} must return one number per batch, got a tensor of shape {tuple(value.shape)}"
             )
         value = value.item()
+    if isinstance(value, str | bytes):
+        raise MetricError(f"metric {name!r} must return a number, got {type(value).__name__}")
     try:
         v = float(value)
     except (TypeError, ValueError):

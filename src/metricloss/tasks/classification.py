@@ -34,6 +34,7 @@ FEATURES = ("target_prob", "margin", "log_target_prob")
 
 def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[str, ...]) -> torch.Tensor:
     """Per-sample features ``(..., B, F)`` of logits ``(..., B, C)`` and targets ``(..., B)``."""
+    target = target.long()
     logp = logits.log_softmax(dim=-1)
     logp_y = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     p = logp.exp()
@@ -149,7 +150,7 @@ class ClassificationTask(Task):
         return pred, torch.where(redraw, random_labels, pred.argmax(dim=-1))
 
     def baseline(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(pred.flatten(0, -2), target.flatten(), reduction="none")
+        ce = F.cross_entropy(pred.flatten(0, -2), target.flatten().long(), reduction="none")
         return ce.view(target.shape).mean(dim=-1)
 
     def default_net_config(self) -> dict[str, Any]:
