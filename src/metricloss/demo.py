@@ -110,9 +110,9 @@ def _plots(folder: Path, name: str, ce: torch.Tensor, sl: torch.Tensor, acc: tor
     fig.savefig(folder / f"{name}_loss_vs_metric.png", dpi=110)
     plt.close(fig)
 
-    hist = [h for h in (sur.report.history if sur.report else []) if h["spearman"] is not None]
+    hist = [h for h in (sur.report.history if sur.report else []) if h["score"] is not None]
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot([h["step"] for h in hist], [h["spearman"] for h in hist], marker="o", ms=3)
+    ax.plot([h["step"] for h in hist], [h["score"] for h in hist], marker="o", ms=3)
     ax.set_xlabel("learning step")
     ax.set_ylabel("held-out Spearman")
     ax.set_title(f"{name}: surrogate correlation during learning (cf. Fig. 2b)")

@@ -8,7 +8,8 @@ batch, and descends
 
 (or Kendall's soft :math:`\tau`, or an L2/L1 fit to the metric value). Ranks are taken over all N batches
 of a step at once, wherever they were drawn. Every ``eval_every`` steps the exact Spearman on held-out
-batches is measured; the best weights are kept and learning stops once it has not improved for
+batches is measured (or, for the correlated-gradients objective alone, the gradient agreement it optimises);
+the best weights are kept and learning stops once it has not improved for
 ``patience`` evaluations.
 
 Metric values are computed once per batch: G_R batches are drawn up front into a pool and G_M batches
@@ -29,9 +30,15 @@ from tqdm.auto import tqdm
 
 from ._checkpoint import fingerprint, load_progress, save_progress
 from ._checks import check_choice, check_positive
-from .evaluation import agreement, stack_batches
+from .evaluation import agreement, gradient_agreement, metric_changes, stack_batches
 from .metrics.base import as_metric
-from .objectives import OBJECTIVES, approximation_objective, gradient_penalty, rank_objective
+from .objectives import (
+    OBJECTIVES,
+    approximation_objective,
+    gradient_objective,
+    gradient_penalty,
+    rank_objective,
+)
 from .report import Report
 from .surrogate import Surrogate
 from .tasks.base import Task, get_task
@@ -77,6 +84,10 @@ def learn(
     seed: int = 0,
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    gradient_weight: float = 0.0,
+    directions: int = 8,
+    sigma: float = 0.3,
+    gradient_probe: int = 64,
     **task_kwargs: Any,
 ) -> Surrogate:
     """Learn a surrogate loss for ``metric``.
@@ -88,7 +99,8 @@ def learn(
         outputs: G_M, an iterable of ``(pred, target)`` batches of real model outputs (for instance from
             several checkpoints of a model trained with the baseline loss). They are cut into batches of
             ``batch_size``; a quarter (at most ``validation_batches``) is held out for validation.
-        objective: ``"spearman"`` (ReLoss), ``"kendall"``, or ``"l2"`` / ``"l1"`` (approximation).
+        objective: ``"spearman"`` (ReLoss), ``"kendall"``, ``"l2"`` / ``"l1"`` (approximation), or
+            ``"gradient"`` (correlated gradients alone; see ``gradient_weight``).
         higher_is_better: direction of a callable metric (default ``True``).
         steps: upper bound on learning steps (default 2000; early stopping ends most runs sooner).
         batch_size: samples per batch (default: the task's, 128 for classification).
@@ -106,6 +118,13 @@ def learn(
         checkpoint: a file where progress is saved at every validation (safetensors, atomic). If it exists
             and belongs to the same run (same settings, metric and data), learning resumes from it and
             ends with the same weights as an uninterrupted run.
+        gradient_weight: weight of the correlated-gradients term added to the objective (derived by us from
+            Yoa et al. 2021): each step, the metric is measured along ``directions`` random antithetic
+            perturbations of length ``sigma`` (relative to each batch's std) and the surrogate's directional
+            derivatives are asked to correlate with those changes. ``objective="gradient"`` uses this term
+            alone (weight 1 unless given). It evaluates the metric ``2 * directions`` times per batch per step.
+        gradient_probe: number of validation batches on which the report's gradient agreement is measured
+            (0 skips it).
         **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``.
 
     Returns:
@@ -135,6 +154,14 @@ def learn(
     if not penalty >= 0 or not math.isfinite(penalty):
         raise ValueError(f"`penalty` must be a finite number >= 0, got {penalty!r}")
     check_positive(lr, "lr")
+    gradient_weight = float(gradient_weight)
+    if not gradient_weight >= 0 or not math.isfinite(gradient_weight):
+        raise ValueError(f"`gradient_weight` must be a finite number >= 0, got {gradient_weight!r}")
+    if objective == "gradient" and gradient_weight == 0:
+        gradient_weight = 1.0
+    directions = _positive_int(directions, "directions", 2)
+    sigma = check_positive(sigma, "sigma")
+    gradient_probe = _positive_int(gradient_probe, "gradient_probe", 0)
     rank_strength = check_positive(rank_strength, "rank_strength")
     net_config = dict(task_obj.default_net_config() if net is None else net)
 
@@ -148,6 +175,8 @@ def learn(
         metric_time += time.perf_counter() - t0
         return met.oriented(values)
 
+    if p_random is not None and not 0.0 <= float(p_random) <= 1.0:
+        raise ValueError(f"`p_random` must be in [0, 1], got {p_random!r}")
     # G_M: model outputs, split into learning and held-out batches.
     m_pred = m_target = v_pred = v_target = None
     if outputs is not None:
@@ -197,13 +226,23 @@ def learn(
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
     def validate() -> float:
+        """Model-selection score: exact Spearman on held-out batches, or, for ``objective="gradient"``, the
+        gradient agreement it optimises (measured on the first ``gradient_probe`` held-out batches)."""
         model.eval()
-        with torch.no_grad():
-            losses = torch.cat([model(p, t) for p, t in zip(v_pred.split(256), v_target.split(256), strict=True)])
-        model.train()
-        if not bool(torch.isfinite(losses).all()):
-            return -math.inf
-        score = agreement(losses, v_metric, True)["spearman"]
+        try:
+            if objective == "gradient":
+                probe = max(gradient_probe, 8)
+                score = gradient_agreement(model, met, v_pred[:probe], v_target[:probe], directions=directions,
+                                           sigma=sigma, seed=seed)
+            else:
+                with torch.no_grad():
+                    losses = torch.cat([model(p, t) for p, t in
+                                        zip(v_pred.split(256), v_target.split(256), strict=True)])
+                if not bool(torch.isfinite(losses).all()):
+                    return -math.inf
+                score = agreement(losses, v_metric, True)["spearman"]
+        finally:
+            model.train()
         return score if math.isfinite(score) else -math.inf  # constant losses: correlation undefined
 
     settings = {
@@ -211,6 +250,7 @@ def learn(
         "batches_per_step": batches_per_step, "p_random": p_random, "pool_size": n_pool,
         "rank_strength": rank_strength, "seed": seed, "max_steps": max_steps,
         "eval_every": eval_every, "patience": patience, "net": net_config,
+        "gradient_weight": gradient_weight, "directions": directions, "sigma": sigma,
     }
     best_score, best_state, best_step, bad, history, step, done = -math.inf, None, 0, 0, [], 0, False
     if checkpoint is not None:
@@ -252,11 +292,19 @@ def learn(
         losses = model(pred, target)
         if objective in ("spearman", "kendall"):
             obj = rank_objective(losses, values, objective, rank_strength)
-        else:
+        elif objective in ("l2", "l1"):
             obj = approximation_objective(losses, values, objective, offset)
-        if penalty > 0:
+        else:
+            obj = losses.sum() * 0.0
+        if penalty > 0 or gradient_weight > 0:
             (grads,) = torch.autograd.grad(losses.sum(), pred, create_graph=True)
+        if penalty > 0:
             obj = obj + penalty * gradient_penalty(grads)
+        if gradient_weight > 0:
+            t0 = time.perf_counter()
+            deltas, changes = metric_changes(met, pred, target, directions, sigma, gen)
+            metric_time += time.perf_counter() - t0
+            obj = obj + gradient_weight * gradient_objective(grads, deltas, changes)
         opt.zero_grad(set_to_none=True)
         if torch.isfinite(obj):
             obj.backward()
@@ -272,9 +320,9 @@ def learn(
 
         if step % eval_every == 0 or step == max_steps:
             score = validate()
-            history.append({"step": step, "spearman": score if math.isfinite(score) else None,
+            history.append({"step": step, "score": score if math.isfinite(score) else None,
                             "objective": float(obj.detach()) if torch.isfinite(obj) else None})
-            bar.set_postfix(val_spearman=f"{score:.4f}")
+            bar.set_postfix(val_score=f"{score:.4f}")
             if score > best_score + 1e-4:
                 best_score, best_state, best_step, bad = score, copy.deepcopy(model.state_dict()), step, 0
             else:
@@ -292,17 +340,25 @@ def learn(
         sur_losses = torch.cat([model(p, t) for p, t in zip(v_pred.split(256), v_target.split(256), strict=True)])
         base_losses = task_obj.baseline(v_pred, v_target)
     ours, base = agreement(sur_losses, v_metric, True), agreement(base_losses, v_metric, True)
+    learn_seconds = time.perf_counter() - t_start
+    grad_ours = grad_base = None
+    if gradient_probe:
+        probe_p, probe_t = v_pred[:gradient_probe], v_target[:gradient_probe]
+        grad_ours = gradient_agreement(model, met, probe_p, probe_t, sigma=sigma, seed=seed)
+        grad_base = gradient_agreement(task_obj.baseline, met, probe_p, probe_t, sigma=sigma, seed=seed)
     report = Report(
         task=task_obj.name,
         task_config=task_obj.config(),
         metric=met.name,
         higher_is_better=met.higher_is_better,
-        method=objective,
+        method=objective if gradient_weight == 0 or objective == "gradient" else f"{objective}+gradient",
         spearman=ours["spearman"],
         kendall=ours["kendall"],
         baseline=task_obj.baseline_name,
         baseline_spearman=base["spearman"],
         baseline_kendall=base["kendall"],
+        gradient_agreement=grad_ours,
+        baseline_gradient_agreement=grad_base,
         validation=validation,
         n_validation_batches=int(v_pred.shape[0]),
         batch_size=batch_size,
@@ -310,7 +366,7 @@ def learn(
         settings=settings,
         steps=step,
         best_step=best_step,
-        learn_seconds=time.perf_counter() - t_start,
+        learn_seconds=learn_seconds,
         metric_seconds=metric_time,
         history=history,
     )

@@ -9,6 +9,9 @@ minimise.
   :math:`\tau`.
 - :func:`approximation_objective` (Grabocka et al. 2019): :math:`\mathrm{mean}\,|L - (c - m)|^p` with
   :math:`p \in \{1, 2\}` and :math:`c` an offset making the target non-negative.
+- :func:`gradient_objective` (ours, derived from the abstract of Yoa et al. 2021): minus the mean, over
+  batches, of the correlation between the surrogate's directional derivatives and the metric's changes
+  along random directions (see :func:`metricloss.evaluation.metric_changes`).
 - :func:`gradient_penalty` (ReLoss, Algorithm 1 line 7): :math:`\frac1N\sum_i (\lVert \nabla_y L_i\rVert_2 - 1)^2`.
 """
 
@@ -20,9 +23,9 @@ import torch
 
 from . import ranking
 
-__all__ = ["OBJECTIVES", "approximation_objective", "gradient_penalty", "rank_objective"]
+__all__ = ["OBJECTIVES", "approximation_objective", "gradient_objective", "gradient_penalty", "rank_objective"]
 
-OBJECTIVES = ("spearman", "kendall", "l2", "l1")
+OBJECTIVES = ("spearman", "kendall", "l2", "l1", "gradient")
 
 
 def rank_objective(
@@ -50,3 +53,14 @@ def gradient_penalty(grads: torch.Tensor) -> torch.Tensor:
     """Mean of ``(||g_i||_2 - 1)^2`` over the leading dimension of ``grads`` ``(N, ...)``."""
     norms = grads.flatten(1).norm(dim=1)
     return (norms - 1).square().mean()
+
+
+def gradient_objective(grads: torch.Tensor, deltas: torch.Tensor, changes: torch.Tensor) -> torch.Tensor:
+    """``-mean`` over batches of the directional correlation (batches whose metric never moved are skipped)."""
+    from .evaluation import directional_correlation
+
+    corr = directional_correlation(grads, deltas, changes)
+    valid = ~torch.isnan(corr)
+    if not bool(valid.any()):
+        return grads.sum() * 0.0
+    return -corr[valid].mean()

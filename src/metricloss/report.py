@@ -15,6 +15,8 @@ class Report:
     ``spearman`` and ``kendall`` are rank correlations between the *negated* loss and the metric oriented
     so that higher is better: 1 means the loss orders batches exactly as the metric does.
     ``baseline_*`` are the same numbers for the loss the surrogate replaces, on the same batches.
+    ``gradient_agreement`` is the mean correlation between the loss's directional derivatives and the metric's
+    changes along random directions (:func:`metricloss.evaluation.gradient_agreement`); ``None`` if not measured.
     """
 
     task: str
@@ -32,6 +34,8 @@ class Report:
     batch_size: int
     library_version: str
     settings: dict[str, Any] = field(default_factory=dict)
+    gradient_agreement: float | None = None
+    baseline_gradient_agreement: float | None = None
     steps: int = 0
     best_step: int = 0
     learn_seconds: float = 0.0
@@ -47,11 +51,16 @@ class Report:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_markdown(self) -> str:
+        def fmt(x: float | None) -> str:
+            return "n/a" if x is None or x != x else f"{x:.4f}"
+
         rows = [
-            "| loss | Spearman | Kendall |",
-            "| --- | --- | --- |",
-            f"| {self.baseline} (baseline) | {self.baseline_spearman:.4f} | {self.baseline_kendall:.4f} |",
-            f"| surrogate ({self.method}) | {self.spearman:.4f} | {self.kendall:.4f} |",
+            "| loss | Spearman | Kendall | gradient agreement |",
+            "| --- | --- | --- | --- |",
+            f"| {self.baseline} (baseline) | {self.baseline_spearman:.4f} | {self.baseline_kendall:.4f} "
+            f"| {fmt(self.baseline_gradient_agreement)} |",
+            f"| surrogate ({self.method}) | {self.spearman:.4f} | {self.kendall:.4f} "
+            f"| {fmt(self.gradient_agreement)} |",
         ]
         head = (
             f"Surrogate for **{self.metric}** ({'higher' if self.higher_is_better else 'lower'} is better), "
