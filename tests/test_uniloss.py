@@ -204,13 +204,23 @@ def test_anchor_kinds():
     assert ((flipped >= 1) & (flipped <= 2)).all()
 
 
-def test_anchors_vary_only_on_selected_bits():
+def test_fraction_draws_anchors_in_the_subspace_of_selected_variables():
     gen = torch.Generator().manual_seed(7)
-    hard = torch.rand(100, generator=gen) < 0.5
-    selected = torch.rand(100, generator=gen) < 0.2
-    a = U.sample_anchors(hard, selected=selected, generator=gen)
-    assert (a[:, ~selected] == hard[~selected]).all()
-    assert bool(a[0, selected].all())
+    logits, target = torch.randn(20, 6, generator=gen), torch.randint(0, 6, (20,), generator=gen)
+    ref = U.Accuracy()
+    comparisons, ctx = ref.compare(logits, target)
+    a = U.draw_anchors(ref, comparisons, ctx, fraction=0.2, generator=gen)
+    hard = comparisons.reshape(-1) > 0
+    assert a.bits.shape == (49, int(a.selected.sum())) and 0.1 < a.selected.double().mean().item() < 0.3
+    assert bool(a.bits[0].all()) and a.best_value == 1.0
+    for row, value in zip(a.bits, a.values, strict=True):  # each value is g of the full configuration
+        full = hard.clone()
+        full[a.selected] = row
+        assert value.item() == naive_accuracy_from_bits(full.view(20, 5))
+
+
+def naive_accuracy_from_bits(bits: torch.Tensor) -> float:
+    return sum(all(r) for r in bits.tolist()) / bits.shape[0]
 
 
 def test_pck_nearby_anchor_sets_every_comparison_of_one_pixel():

@@ -9,9 +9,9 @@ For a batch whose hard configuration is :math:`h = [c > 0] \in \{0, 1\}^l`, the 
 - ``num_nearby`` **nearby** anchors: :math:`h` with ``nearby_flips`` of its 0-bits set to 1 (flipped toward the
   best anchor); a refactoring may replace this rule (PCK flips every bit of one pixel).
 
-Flipped positions are drawn with replacement, so when two draws coincide fewer bits flip. With a selection
-mask (training a random fraction of the variables), only selected bits vary: every anchor equals :math:`h` on
-the others. The paper and the authors' code use 16 anchors of each random kind.
+Flipped positions are drawn with replacement, so when two draws coincide fewer bits flip. The paper and the
+authors' code use 16 anchors of each random kind. (Training a random fraction of the variables draws the
+anchors in the subspace of the selected ones: see :func:`~metricloss.uniloss.draw_anchors`.)
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class AnchorSet:
     """Anchors of one batch and their exact metric values.
 
     Attributes:
-        bits: anchor configurations, ``(A, n)`` bool.
+        bits: anchor configurations ``(A, n)`` bool; with ``selected``, only the selected variables,
+            ``(A, selected.sum())`` (the others equal the hard configuration in every anchor).
         values: :math:`g` at each anchor, ``(A,)`` float64.
         best_value: :math:`g(\\mathbf 1)`, the all-correct value the loss is measured from.
         selected: ``(n,)`` bool mask of the variables that are relaxed (``None``: all of them).
@@ -95,7 +96,6 @@ def sample_anchors(
     num_nearby: int = 16,
     good_flips: int = 1,
     nearby_flips: int = 1,
-    selected: torch.Tensor | None = None,
     nearby: NearbyFn | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -106,7 +106,6 @@ def sample_anchors(
         num_good, num_bad, num_nearby: anchors of each kind.
         good_flips: bits set to 0 in each good anchor.
         nearby_flips: 0-bits of ``hard`` set to 1 in each nearby anchor (default rule).
-        selected: optional ``(n,)`` bool mask of the bits that may differ from ``hard``.
         nearby: optional rule ``nearby(hard, count, generator) -> (count, n)`` replacing the default one.
         generator: random source (on ``hard``'s device); ``None`` uses the global one.
 
@@ -121,21 +120,13 @@ def sample_anchors(
         raise ValueError(f"`hard` must be a 1-d bool tensor, got dtype {hard.dtype} and shape {tuple(hard.shape)}")
     n = hard.shape[0]
     dev = hard.device
-    if selected is None:
-        pool = torch.arange(n, device=dev)
-    else:
-        if selected.dtype != torch.bool or selected.shape != hard.shape:
-            raise ValueError(f"`selected` must be a bool mask of shape {tuple(hard.shape)}")
-        pool = selected.nonzero().squeeze(-1)
-
     best = torch.ones(1, n, dtype=torch.bool, device=dev)
     good = torch.ones(num_good, n, dtype=torch.bool, device=dev)
-    if num_good and pool.numel():
-        good.scatter_(1, _positions(pool, num_good, good_flips, generator), False)
+    if num_good and n:
+        good.scatter_(1, _positions(torch.arange(n, device=dev), num_good, good_flips, generator), False)
     bad = random_bits(num_bad, n, generator, dev)
     if nearby is None:
-        masked = hard if selected is None else hard | ~selected  # unselected bits are never flipped
-        near = flip_toward_best(masked, num_nearby, nearby_flips, generator)
+        near = flip_toward_best(hard, num_nearby, nearby_flips, generator)
     else:
         near = nearby(hard, num_nearby, generator)
         if near.shape != (num_nearby, n) or near.dtype != torch.bool:
@@ -143,7 +134,4 @@ def sample_anchors(
                 f"the nearby-anchor rule must return a bool tensor of shape ({num_nearby}, {n}), got "
                 f"{near.dtype} {tuple(near.shape)}"
             )
-    anchors = torch.cat([best, good, bad, near])
-    if selected is not None:
-        anchors = torch.where(selected, anchors, hard)
-    return anchors
+    return torch.cat([best, good, bad, near])

@@ -104,7 +104,9 @@ def draw_anchors(
         refactoring: supplies ``g`` (:meth:`~Refactoring.evaluate`) and the nearby-anchor rule.
         comparisons, context: what :meth:`~Refactoring.compare` returned for the batch.
         num_good, num_bad, num_nearby, good_flips, nearby_flips: see :func:`~metricloss.uniloss.sample_anchors`.
-        fraction: share of the variables that vary (the rest stay at the hard configuration).
+        fraction: share of the variables relaxed at this call, drawn at random. The anchors are then drawn in
+            the subspace of the selected variables (the best anchor sets those to 1, nearby ones flip those, ...);
+            ``g`` is evaluated on full configurations that equal the hard one elsewhere.
         generator: random source on ``comparisons``' device.
 
     Example:
@@ -124,12 +126,18 @@ def draw_anchors(
     nearby = None
     if type(refactoring).nearby is not Refactoring.nearby:
         def nearby(h: torch.Tensor, count: int, gen: torch.Generator | None) -> torch.Tensor:
-            return refactoring.nearby(h, count, nearby_flips, gen, context)
+            full = refactoring.nearby(hard, count, nearby_flips, gen, context)
+            return full if selected is None else full[:, selected]
     bits = sample_anchors(
-        hard, num_good=num_good, num_bad=num_bad, num_nearby=num_nearby, good_flips=good_flips,
-        nearby_flips=nearby_flips, selected=selected, nearby=nearby, generator=generator,
+        hard if selected is None else hard[selected], num_good=num_good, num_bad=num_bad, num_nearby=num_nearby,
+        good_flips=good_flips, nearby_flips=nearby_flips, nearby=nearby, generator=generator,
     )
-    stack = bits if selected is None else torch.cat([torch.ones_like(bits[:1]), bits])
+    if selected is None:
+        stack = bits
+    else:  # full configurations: the all-correct one (for the loss's offset), then the anchors
+        stack = hard.unsqueeze(0).repeat(bits.shape[0] + 1, 1)
+        stack[0] = True
+        stack[1:, selected] = bits
     values = refactoring.evaluate(stack.view(stack.shape[0], *comparisons.shape), context)
     values = torch.as_tensor(values).to(device=flat.device, dtype=torch.float64)
     if values.shape != (stack.shape[0],):
@@ -193,13 +201,15 @@ def uniloss(
         anchors = draw_anchors(refactoring, comparisons, context, generator=generator, **opts)
     flat = comparisons.reshape(-1)
     flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
+    if anchors.selected is not None:
+        if anchors.selected.shape != flat.shape:
+            raise ValueError(f"`anchors.selected` has {anchors.selected.numel()} entries; the batch {flat.numel()}")
+        flat = flat[anchors.selected]  # the other variables sit at their hard values, as in every anchor
     if anchors.bits.dim() != 2 or anchors.bits.shape[1] != flat.numel():
         raise ValueError(
             f"`anchors` has configurations of {tuple(anchors.bits.shape)[1:]} bits; this batch has {flat.numel()}"
         )
     u = relax(flat, temperature)
-    if anchors.selected is not None:
-        u = torch.where(anchors.selected, u, (flat.detach() > 0).to(u.dtype))
     estimate = inverse_distance_weighting(u, anchors.bits, anchors.values, power)
     gap = anchors.best_value - estimate
     return gap if refactoring.higher_is_better else -gap
