@@ -52,16 +52,18 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
 
 
 class ClassificationNet(nn.Module):
-    """Per-sample ELU MLP on probability features, absolute value, mean over the batch."""
+    """Per-sample ELU MLP on probability features, absolute value (the paper's; ``absolute=False`` drops it),
+    mean over the batch."""
 
     def __init__(self, features: tuple[str, ...] | list[str] = ("target_prob",), hidden: int = 128,
-                 depth: int = 3) -> None:
+                 depth: int = 3, absolute: bool = True) -> None:
         super().__init__()
         features = tuple(features)
         unknown = set(features) - set(FEATURES)
         if not features or unknown:
             raise ValueError(f"`features` must be a non-empty subset of {FEATURES}; got {features!r}")
         self.features = features
+        self.absolute = bool(absolute)
         layers: list[nn.Module] = []
         width = len(features)
         for _ in range(depth):
@@ -72,7 +74,8 @@ class ClassificationNet(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x = class_features(logits, target, self.features)
-        return self.mlp(x).squeeze(-1).abs().mean(dim=-1)
+        out = self.mlp(x).squeeze(-1)
+        return (out.abs() if self.absolute else out).mean(dim=-1)
 
 
 @register_task
@@ -154,7 +157,7 @@ class ClassificationTask(Task):
         return ce.view(target.shape).mean(dim=-1)
 
     def default_net_config(self) -> dict[str, Any]:
-        return {"features": ["target_prob", "margin"], "hidden": 128, "depth": 3}
+        return {"features": ["target_prob", "margin"], "hidden": 128, "depth": 3, "absolute": True}
 
     def build_net(self, **net_config: Any) -> nn.Module:
         return ClassificationNet(**net_config)
