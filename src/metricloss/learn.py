@@ -88,6 +88,7 @@ def learn(
     directions: int = 8,
     sigma: float = 0.3,
     gradient_probe: int = 64,
+    init: Surrogate | None = None,
     **task_kwargs: Any,
 ) -> Surrogate:
     """Learn a surrogate loss for ``metric``.
@@ -124,6 +125,8 @@ def learn(
             perturbations of length ``sigma`` (relative to each batch's std) and the surrogate's directional
             derivatives are asked to correlate with those changes. ``objective="gradient"`` uses this term
             alone (weight 1 unless given). It evaluates the metric ``2 * directions`` times per batch per step.
+        init: a surrogate to continue learning from (its weights and network configuration; the task must
+            match), e.g. to refresh it on a model's current outputs (alternate training, ReLoss Table 11).
         gradient_probe: number of validation batches on which the report's gradient agreement is measured
             (0 skips it).
         **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``.
@@ -225,9 +228,18 @@ def learn(
             )
     offset = float(torch.cat([r_metric] + ([m_metric] if m_metric is not None else [])).max())
 
+    if init is not None:
+        if not isinstance(init, Surrogate):
+            raise TypeError(f"`init` must be a metricloss Surrogate, got {type(init).__name__}")
+        if init.task.name != task_obj.name or init.task.config() != task_obj.config():
+            raise ValueError(f"`init` was learned for task {init.task.name!r} {init.task.config()}, "
+                             f"not {task_obj.name!r} {task_obj.config()}")
+        net_config = dict(init.net_config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = task_obj.build_net(**net_config)
+    if init is not None:
+        model.load_state_dict(init.net.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
     def validate() -> float:
@@ -261,7 +273,8 @@ def learn(
     if checkpoint is not None:
         run_id = fingerprint({**settings, "task": task_obj.name, "task_config": task_obj.config(),
                               "metric": met.name, "batch_size": batch_size},
-                             r_metric, v_metric, *([m_metric] if m_metric is not None else []))
+                             r_metric, v_metric, *([m_metric] if m_metric is not None else []),
+                             *(init.net.state_dict().values() if init is not None else []))
         resumed = load_progress(checkpoint, fingerprint=run_id, model=model, opt=opt, gen=gen)
         if resumed is not None:
             step, best_step, bad, history, done = (resumed["step"], resumed["best_step"], resumed["bad"],

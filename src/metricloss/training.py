@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LossFn", "checkpoint_steps", "fit", "mlp", "predict", "small_cnn"]
+__all__ = ["LossFn", "SurrogateRefresher", "checkpoint_steps", "fit", "mlp", "predict", "small_cnn"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -94,3 +94,48 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, model)
     return model
+
+
+class SurrogateRefresher:
+    """Alternate training (ReLoss, Table 11): after every epoch, continue learning the surrogate on the current
+    model's outputs, so it stays accurate where the model now is.
+
+    Use it as the ``on_epoch`` callback of :func:`fit` and call the refresher itself as the loss::
+
+        refresher = SurrogateRefresher(sur, "accuracy", x_train, y_train, steps=50)
+        fit(model, x, y, lambda z, t: F.cross_entropy(z, t) + refresher(z, t), on_epoch=refresher.on_epoch)
+
+    Args:
+        surrogate: the surrogate to start from (it is replaced, never modified in place).
+        metric: the metric it was learned for (name, callable or torchmetrics object).
+        x, y: data whose model outputs feed the refresh (G_M).
+        steps: learning steps per refresh; ``batches``: bootstrap batches of the current outputs per refresh
+            (a quarter is held out for validation); ``learn_kwargs`` go to :func:`metricloss.learn`.
+    """
+
+    def __init__(self, surrogate, metric, x: torch.Tensor, y: torch.Tensor, steps: int = 50, batches: int = 64,
+                 **learn_kwargs):
+        self.surrogate = surrogate
+        self.batches = batches
+        self.batch_size = learn_kwargs.get("batch_size", surrogate.task.default_batch_size)
+        self.metric = metric
+        self.x, self.y = x, y
+        self.steps = steps
+        self.learn_kwargs = {"progress": False, "gradient_probe": 0, **learn_kwargs}
+        self.refreshes = 0
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.surrogate(pred, target)
+
+    def on_epoch(self, epoch: int, model: nn.Module) -> None:
+        from .learn import learn
+
+        # Bootstrap the current outputs into many batches, so held-out validation has more than a couple.
+        logits = predict(model, self.x)
+        gen = torch.Generator().manual_seed(epoch)
+        idx = torch.randint(0, self.y.shape[0], (self.batches * self.batch_size,), generator=gen)
+        outputs = [(logits[idx], self.y[idx])]
+        task = self.surrogate.task
+        self.surrogate = learn(self.metric, task.name, outputs=outputs, init=self.surrogate, steps=self.steps,
+                               seed=epoch, **{**task.config(), **self.learn_kwargs})
+        self.refreshes += 1
