@@ -27,7 +27,7 @@ from ..metrics.base import Metric
 from ..metrics.classification import BUILTINS
 from .base import Task, register_task
 
-__all__ = ["ClassificationNet", "ClassificationTask"]
+__all__ = ["ClassificationNet", "ClassificationTask", "LSEDNet"]
 
 FEATURES = ("target_prob", "margin", "log_target_prob")
 
@@ -76,6 +76,27 @@ class ClassificationNet(nn.Module):
         x = class_features(logits, target, self.features)
         out = self.mlp(x).squeeze(-1)
         return (out.abs() if self.absolute else out).mean(dim=-1)
+
+
+class LSEDNet(nn.Module):
+    r"""LS-ED (Patel et al. 2020), for classification: prediction and target are embedded by two networks and
+    the loss is their Euclidean distance, averaged over the batch,
+
+    .. math:: L(z, y) = \frac1B \sum_b \lVert \phi(\mathrm{softmax}(z_b)) - \psi(y_b) \rVert_2,
+
+    with :math:`\phi` an ELU MLP and :math:`\psi` a learned embedding of the class. Fitted to the metric
+    value (``objective="l2"``), it approximates the metric's error as a distance; used to post-tune a model.
+    """
+
+    def __init__(self, num_classes: int, embedding: int = 16, hidden: int = 64) -> None:
+        super().__init__()
+        self.phi = nn.Sequential(nn.Linear(num_classes, hidden), nn.ELU(), nn.Linear(hidden, embedding))
+        self.psi = nn.Embedding(num_classes, embedding)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        diff = self.phi(logits.softmax(dim=-1)) - self.psi(target.long())
+        # sqrt with a floor keeps the gradient finite when an embedding lands exactly on its target's.
+        return (diff.square().sum(dim=-1) + 1e-12).sqrt().mean(dim=-1)
 
 
 @register_task
@@ -160,4 +181,11 @@ class ClassificationTask(Task):
         return {"features": ["target_prob", "margin"], "hidden": 128, "depth": 3, "absolute": True}
 
     def build_net(self, **net_config: Any) -> nn.Module:
-        return ClassificationNet(**net_config)
+        """``kind="mlp"`` (default): :class:`ClassificationNet`; ``kind="lsed"``: :class:`LSEDNet`."""
+        config = dict(net_config)
+        kind = config.pop("kind", "mlp")
+        if kind == "lsed":
+            return LSEDNet(self.num_classes, **config)
+        if kind != "mlp":
+            raise ValueError(f"`net` kind must be 'mlp' or 'lsed', got {kind!r}")
+        return ClassificationNet(**config)
