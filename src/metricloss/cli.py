@@ -38,7 +38,7 @@ def _learn(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from .evaluation import agreement
+    from .evaluation import agreement, gradient_agreement
     from .io import load
     from .metrics.base import as_metric
 
@@ -50,11 +50,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     values = met.evaluate(pred, target)
     ours = agreement(sur.batch_losses(pred, target), values, met.higher_is_better)
     base = agreement(task.baseline(pred, target), values, met.higher_is_better)
+    probe = min(args.batches, 64)
+    ours["gradient"] = gradient_agreement(sur.net, met, pred[:probe], target[:probe], seed=args.seed)
+    base["gradient"] = gradient_agreement(task.baseline, met, pred[:probe], target[:probe], seed=args.seed)
     print(f"{args.surrogate}: task {task.name} {task.config()}, metric {met.name}, "
           f"{args.batches} random batches of {args.batch_size} (seed {args.seed})\n")
-    print("| loss | Spearman | Kendall |\n| --- | --- | --- |")
-    print(f"| {task.baseline_name} (baseline) | {base['spearman']:.4f} | {base['kendall']:.4f} |")
-    print(f"| surrogate | {ours['spearman']:.4f} | {ours['kendall']:.4f} |")
+    print(f"| loss | Spearman | Kendall | gradient agreement ({probe} batches) |\n| --- | --- | --- | --- |")
+    for name, r in ((f"{task.baseline_name} (baseline)", base), ("surrogate", ours)):
+        print(f"| {name} | {r['spearman']:.4f} | {r['kendall']:.4f} | {r['gradient']:.4f} |")
     if sur.report is not None:
         print("\nStored report card:\n")
         print(sur.report.to_markdown())
