@@ -20,4 +20,5 @@ __all__ = [
     "pretrained",
     "ranking",
     "tasks",
+    "uniloss",
 ]

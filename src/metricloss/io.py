@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -20,6 +20,9 @@ from safetensors.torch import save as _st_save
 from .report import Report
 from .surrogate import Surrogate
 from .tasks import get_task
+
+if TYPE_CHECKING:
+    from .uniloss import UniLoss
 
 __all__ = ["FORMAT_VERSION", "SCHEMA", "SurrogateFileError", "load", "save", "write_atomic"]
 
@@ -56,10 +59,34 @@ def _metadata(sur: Surrogate) -> dict[str, Any]:
     }
 
 
-def save(sur: Surrogate, path: str | Path) -> None:
-    """Save ``sur`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename."""
+def _uniloss_metadata(loss: UniLoss) -> dict[str, Any]:
+    from . import __version__
+
+    rep = loss.report
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "task": rep.task if rep else "uniloss",
+        "task_config": rep.task_config if rep else {},
+        "net_config": loss.config(),
+        "report": rep.to_dict() if rep else None,
+    }
+
+
+def save(sur: Surrogate | UniLoss, path: str | Path) -> None:
+    """Save ``sur`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
+
+    A :class:`~metricloss.uniloss.UniLoss` has no weights: its configuration alone is stored (a user-written
+    refactoring's code is not; pass it again to :func:`load` as ``refactoring=``).
+    """
+    from .uniloss import UniLoss
+
+    if isinstance(sur, UniLoss):
+        write_atomic(path, _st_save({}, metadata={"metricloss": json.dumps(_uniloss_metadata(sur))}))
+        return
     if not isinstance(sur, Surrogate):
-        raise TypeError(f"`sur` must be a metricloss Surrogate, got {type(sur).__name__}")
+        raise TypeError(f"`sur` must be a metricloss Surrogate or UniLoss, got {type(sur).__name__}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in sur.net.state_dict().items()}
     write_atomic(path, _st_save(tensors, metadata={"metricloss": json.dumps(_metadata(sur))}))
 
@@ -129,8 +156,11 @@ def _report(data: dict[str, Any] | None, path: Path) -> Report | None:
     return report
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> Surrogate:
-    """Load a surrogate saved by :meth:`Surrogate.save`. Never executes code from the file."""
+def load(path: str | Path, map_location: str | torch.device = "cpu", refactoring: Any = None) -> Surrogate | UniLoss:
+    """Load a surrogate saved by :meth:`Surrogate.save` (or a saved UniLoss). Never executes code from the file.
+
+    ``refactoring`` supplies the code of a UniLoss built on a user-written refactoring.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"`path`: no surrogate file at {path}")
@@ -146,6 +176,15 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Surrogat
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except SafetensorError as err:
         raise SurrogateFileError(f"{path}: not a readable safetensors file ({err})") from None
+    if meta["net_config"].get("method") == "uniloss":
+        from .uniloss import UniLoss
+
+        try:
+            loss = UniLoss.from_config(meta["net_config"], refactoring=refactoring)
+        except (TypeError, ValueError) as err:
+            raise SurrogateFileError(f"{path}: {err}") from None
+        loss.report = _report(meta["report"], path)
+        return loss.to(map_location)
     try:
         task = get_task(meta["task"], **meta["task_config"])
         net = task.build_net(**meta["net_config"])

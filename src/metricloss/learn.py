@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -42,6 +42,9 @@ from .objectives import (
 from .report import Report
 from .surrogate import Surrogate
 from .tasks.base import Task, get_task
+
+if TYPE_CHECKING:
+    from .uniloss import UniLoss
 
 __all__ = ["learn"]
 
@@ -89,8 +92,9 @@ def learn(
     sigma: float = 0.3,
     gradient_probe: int = 64,
     init: Surrogate | None = None,
+    method: str = "reloss",
     **task_kwargs: Any,
-) -> Surrogate:
+) -> Surrogate | UniLoss:
     """Learn a surrogate loss for ``metric``.
 
     Args:
@@ -127,6 +131,9 @@ def learn(
             alone (weight 1 unless given). It evaluates the metric ``2 * directions`` times per batch per step.
         init: a surrogate to continue learning from (its weights and network configuration; the task must
             match), e.g. to refresh it on a model's current outputs (alternate training, ReLoss Table 11).
+        method: ``"reloss"`` (a learned surrogate, the default) or ``"uniloss"``: no learning, a
+            :class:`~metricloss.uniloss.UniLoss` built for the metric and measured on the same kind of held-out
+            batches; ``net=`` then carries UniLoss options such as ``{"fraction": 0.2}``.
         gradient_probe: number of validation batches on which the report's gradient agreement is measured
             (0 skips it).
         **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``.
@@ -143,6 +150,12 @@ def learn(
     """
     from . import __version__
 
+    check_choice(method, "method", ("reloss", "uniloss"))
+    if method == "uniloss":
+        from .uniloss import learn_uniloss
+
+        return learn_uniloss(metric, task, outputs=outputs, batch_size=batch_size,
+                             validation_batches=validation_batches, seed=seed, uniloss=net, **task_kwargs)
     t_start = time.perf_counter()
     task_obj = get_task(task, **task_kwargs)
     met = as_metric(metric, higher_is_better, task_obj.metrics)

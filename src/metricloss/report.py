@@ -67,6 +67,8 @@ class Report:
             f"task `{self.task}` {self.task_config}; rank correlation with the metric on "
             f"{self.n_validation_batches} held-out batches of {self.batch_size} ({self.validation})."
         )
+        if self.method == "uniloss":
+            return "\n".join([head, "", *rows, "", f"UniLoss: no learning; metricloss {self.library_version}."])
         tail = (
             f"Learned in {self.steps} steps (best at step {self.best_step}), {self.learn_seconds:.1f} s "
             f"({self.metric_seconds:.1f} s in the metric); metricloss {self.library_version}."

@@ -20,6 +20,7 @@ Reference:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -304,6 +305,12 @@ class UniLoss(nn.Module):
         """Losses of a stack of batches ``(N, ...)`` -> ``(N,)``, without autograd."""
         with torch.no_grad():
             return torch.stack([self(p, t).detach() for p, t in zip(pred, target, strict=True)])
+
+    def save(self, path: str | Path) -> None:
+        """Save the configuration (and report) like a learned surrogate; load with :func:`metricloss.load`."""
+        from ..io import save
+
+        save(self, path)
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this loss (JSON-able)."""
