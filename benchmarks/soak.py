@@ -8,6 +8,7 @@ checkpoint-free learning run with early stopping off (patience larger than the r
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
@@ -15,7 +16,8 @@ import time
 import torch
 
 import metricloss as ml
-from metricloss import learn as learn_module
+
+learn_module = importlib.import_module("metricloss.learn")  # the module (ml.learn is the function)
 
 
 def rss_mib() -> float:
