@@ -25,21 +25,9 @@ RELAXATIONS = ("logistic", "cauchy")
 DTYPES = (torch.float32, torch.float64)
 SIZES = (2, 3, 5, 8, 17, 64)
 
-# Bitonic soft ranks are wrong for n that is not a power of two (padding wires are tracked by wire index,
-# not by where the padded values move), e.g. soft_rank([0.3, -1.0, 2.0], "bitonic", 1e4) == [2, 1, 4].
-BITONIC_PAD_BUG = pytest.mark.xfail(
-    strict=True, reason="bitonic padding mask follows wire indices, not the moved pad values"
-)
-
-
-def _pow2(n: int) -> bool:
-    return n & (n - 1) == 0
-
-
 def _method_n(method: str, n: int):
-    """``(method, n)`` as a pytest param, marked xfail where the known bitonic padding bug applies."""
-    marks = [BITONIC_PAD_BUG] if method == "bitonic" and not _pow2(n) else []
-    return pytest.param(method, n, marks=marks, id=f"{method}-n{n}")
+    """``(method, n)`` as a pytest param."""
+    return pytest.param(method, n, id=f"{method}-n{n}")
 
 
 def _sample(rng: np.random.Generator, shape: tuple[int, ...], ties: bool) -> np.ndarray:
@@ -199,7 +187,7 @@ def tie_free_vectors(draw, sizes: st.SearchStrategy[int]) -> torch.Tensor:
 
 def _sizes(method: str) -> st.SearchStrategy[int]:
     # Bitonic is restricted to powers of two because of the padding bug pinned by the xfail tests.
-    return st.sampled_from([2, 4, 8, 16]) if method == "bitonic" else st.integers(2, 16)
+    return st.integers(2, 16)
 
 
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
@@ -237,7 +225,6 @@ def test_soft_correlations_converge_to_exact(relaxation: str, data: st.DataObjec
 
 
 @pytest.mark.parametrize("n", [3, 5, 6, 7])
-@BITONIC_PAD_BUG
 def test_bitonic_non_power_of_two_converges(n: int) -> None:
     x = torch.tensor(_tie_free(np.random.default_rng(n), (n,)))
     torch.testing.assert_close(ranking.soft_rank(x, "bitonic", strength=1e4), ranking.rank(x))
@@ -264,8 +251,7 @@ def _gradcheck(fn, *inputs: torch.Tensor) -> None:
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 7])
 @pytest.mark.parametrize("method", METHODS)
 def test_soft_rank_gradcheck(method: str, n: int, relaxation: str) -> None:
-    # No xfail for bitonic with n = 3, 5, 7: its gradients are consistent with its (wrong, see
-    # BITONIC_PAD_BUG) values, and this keeps them checked once the values are fixed.
+    # Non-powers of two (3, 5, 7) check the padded bitonic network too.
     rng = np.random.default_rng(n)
     x = torch.tensor(_sample(rng, (2, n), False), requires_grad=True)
     _gradcheck(lambda t: ranking.soft_rank(t, method, 2.0, relaxation), x)

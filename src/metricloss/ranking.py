@@ -190,6 +190,9 @@ def _network_soft_rank(z: torch.Tensor, method: str, relaxation: str) -> torch.T
             pad_lo, pad_hi = is_pad[lo], is_pad[hi]
             alpha = torch.where(pad_hi, torch.ones_like(alpha), alpha)
             alpha = torch.where(pad_lo & ~pad_hi, torch.zeros_like(alpha), alpha)
+            # The forced comparisons move padding to the hi wire: the mask follows the padding values.
+            is_pad = is_pad.clone()
+            is_pad[lo], is_pad[hi] = pad_lo & pad_hi, pad_lo | pad_hi
         new = v.clone()
         new[..., lo] = alpha * x_lo + (1 - alpha) * x_hi
         new[..., hi] = alpha * x_hi + (1 - alpha) * x_lo
