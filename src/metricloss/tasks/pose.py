@@ -1,0 +1,354 @@
+r"""Keypoint localisation on heatmaps: ``pred`` heatmaps ``(B, K, H, W)``, ``target`` keypoints ``(B, K, 3)``.
+
+``target[..., :2]`` holds ``x`` (column) and ``y`` (row) in heatmap pixel coordinates, ``target[..., 2]`` the
+COCO visibility (0 = not labelled, 1 = labelled but hidden, 2 = visible); a keypoint counts when it is
+labelled, :math:`v > 0`. On stacks the learner passes ``(N, B, K, H, W)`` and ``(N, B, K, 3)`` and every
+network returns ``(N,)``. Built-in metrics: :mod:`metricloss.metrics.pose` (``"pck"``: PCK@0.05 of the
+heatmap size, the default; ``"pckh"``: PCKh@0.5 with the reference length between keypoints ``reference``).
+
+Both the baseline and the surrogates compare ``pred`` with the Gaussian target heatmaps
+
+.. math:: g_{bk}(u, v) = \exp\!\Big(-\frac{(u - x_{bk})^2 + (v - y_{bk})^2}{2\sigma^2}\Big)
+
+(pixel column :math:`u`, row :math:`v`; ``sigma`` = 2 px by default, as in common practice), over the
+labelled keypoints :math:`\mathcal{V} = \{(b, k) : v_{bk} > 0\}` only.
+
+**Baseline** (MSE, as in SimpleBaseline/HRNet with target weights):
+:math:`\frac{1}{|\mathcal V|}\sum_{(b,k)\in\mathcal V} \frac{1}{HW}\lVert h_{bk} - g_{bk}\rVert_2^2`.
+
+**Surrogates**, one switch ``kind`` of the net configuration:
+
+- ``"embedding"`` (ReLoss appendix A.1: "embeds these two heatmaps into two hidden vectors, then computes
+  the MSE loss between them"): a small conv encoder :math:`E` shared by prediction and target,
+  :math:`\ell_{bk} = \frac1D\lVert E(h_{bk}) - E(g_{bk})\rVert_2^2`. Our encoder: 3×3 conv (1→c), ELU,
+  3×3 conv stride 2 (c→c), ELU, adaptive average pooling to a ``grid``×``grid`` map, linear to ``embed_dim``,
+  ELU, linear; it does not depend on the heatmap size.
+- ``"weighted"`` (the authors' released code, as described by the project; written by us): the flattened
+  squared error :math:`e_{bk} = (h_{bk} - g_{bk})^2 \in \mathbb{R}^{HW}` goes through a tiny net
+  :math:`HW \to 8 \to 1` with a sigmoid that weights that keypoint's MSE,
+  :math:`\ell_{bk} = \sigma(\mathrm{MLP}(e_{bk}))\,\frac{1}{HW}\sum e_{bk}`; it is tied to ``heatmap_size``.
+
+The batch loss is :math:`L = \log(1 + s\,\bar\ell)` with :math:`\bar\ell = \frac{1}{|\mathcal V|}
+\sum_{\mathcal V}\ell_{bk}` and a learned scale :math:`s = e^{\theta}` (``squash=True``, default). The log is
+monotone, so it changes no ranking; it keeps the gradient bounded, :math:`\lVert\nabla L\rVert \le` a constant,
+however large the heatmaps, where the raw squared errors' gradients grow with their scale; the learned
+scale lets the gradient penalty reach norm 1 (a raw MSE of heatmaps has gradients far below 1). A batch
+without labelled keypoints has loss 0.
+
+**G_R** renders heatmaps around the targets: per batch a hit rate :math:`q \sim U(0, 1)` puts each peak
+within half a pixel of its keypoint with probability :math:`q` and otherwise displaces it by a random
+amount (per-batch scale, log-uniform from about a pixel to half the heatmap), so PCK spreads over [0, 1]; peak
+widths (0.5σ–2σ), amplitudes, background offsets, pixel noise and up to two extra peaks (sometimes higher
+than the true one) vary per batch, and a random share (up to half) of the keypoints is unlabelled.
+:meth:`PoseTask.relabel` does the same with real model heatmaps: targets re-made at the heatmaps' arg-max,
+a random fraction of them displaced.
+
+Example:
+    >>> import torch
+    >>> from metricloss.tasks.pose import PoseTask
+    >>> task = PoseTask(num_keypoints=4, heatmap_size=(16, 16))
+    >>> pred, target = task.random_batches(3, 8, torch.Generator().manual_seed(0))
+    >>> pred.shape, target.shape
+    (torch.Size([3, 8, 4, 16, 16]), torch.Size([3, 8, 4, 3]))
+    >>> net = task.build_net(**task.default_net_config())
+    >>> net(pred, target).shape
+    torch.Size([3])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_positive
+from ..metrics.base import Metric
+from ..metrics.pose import BUILTINS, _check_reference, check_pose, heatmap_argmax, pckh
+from .base import Task, register_task
+
+__all__ = ["KINDS", "PoseNet", "PoseTask", "gaussian_heatmaps", "heatmap_mse"]
+
+KINDS = ("embedding", "weighted")
+NORMALIZE = ("none", "softmax")
+
+# G_R renders at most this many heatmap pixels at once (memory stays around a few hundred MB).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def gaussian_heatmaps(keypoints: torch.Tensor, heatmap_size: Sequence[int], sigma: float = 2.0) -> torch.Tensor:
+    r"""Gaussian target heatmaps :math:`\exp(-((u - x)^2 + (v - y)^2) / 2\sigma^2)`: ``(..., K, 3) -> (..., K, H, W)``.
+
+    Pixel centres are at integer coordinates (column ``u``, row ``v``); visibility is ignored (callers mask it).
+
+    Example:
+        >>> g = gaussian_heatmaps(torch.tensor([[2.0, 1.0, 2.0]]), (3, 4), sigma=1.0)
+        >>> g.shape, float(g[0, 1, 2])
+        (torch.Size([1, 3, 4]), 1.0)
+    """
+    h, w = int(heatmap_size[0]), int(heatmap_size[1])
+    dtype = keypoints.dtype if keypoints.is_floating_point() else torch.float32
+    u = torch.arange(w, dtype=dtype, device=keypoints.device)
+    v = torch.arange(h, dtype=dtype, device=keypoints.device)
+    x = keypoints[..., 0, None].to(dtype)
+    y = keypoints[..., 1, None].to(dtype)
+    gx = torch.exp(-(u - x).square() / (2 * sigma**2))  # (..., K, W)
+    gy = torch.exp(-(v - y).square() / (2 * sigma**2))  # (..., K, H)
+    return gy.unsqueeze(-1) * gx.unsqueeze(-2)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` ``(..., B, K)`` over the entries where ``mask`` holds, per batch; 0 where none does."""
+    m = mask.to(values.dtype)
+    return (values * m).flatten(-2).sum(-1) / m.flatten(-2).sum(-1).clamp_min(1.0)
+
+
+def heatmap_mse(heatmaps: torch.Tensor, keypoints: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    r"""The baseline: MSE to Gaussian target heatmaps over labelled keypoints, per batch.
+
+    .. math:: \frac{1}{|\mathcal V|}\sum_{(b,k)\in\mathcal V}\frac{1}{HW}\lVert h_{bk} - g_{bk}\rVert_2^2,
+              \qquad \mathcal V = \{(b, k) : v_{bk} > 0\}
+
+    One batch (``(B, K, H, W)``, ``(B, K, 3)``) gives a scalar, a stack ``(N,)``; 0 for a batch without
+    labelled keypoints. Differentiable in ``heatmaps``.
+
+    Example:
+        >>> kp = torch.tensor([[[3.0, 4.0, 2.0], [0.0, 0.0, 0.0]]])
+        >>> h = gaussian_heatmaps(kp, (8, 8))
+        >>> float(heatmap_mse(h, kp))  # the unlabelled keypoint's heatmap is ignored
+        0.0
+    """
+    heatmaps, keypoints = check_pose(heatmaps, keypoints)
+    sigma = check_positive(sigma, "sigma")
+    g = gaussian_heatmaps(keypoints, heatmaps.shape[-2:], sigma).to(heatmaps.dtype)
+    per_keypoint = (heatmaps - g).square().flatten(-2).mean(-1)
+    return _masked_mean(per_keypoint, keypoints[..., 2] > 0)
+
+
+class PoseNet(nn.Module):
+    r"""Surrogate network of ``task="pose"``: ``net(heatmaps (N, B, K, H, W), keypoints (N, B, K, 3)) -> (N,)``.
+
+    See the module docstring for the two ``kind``\ s and the formula. Both are built for one ``heatmap_size``.
+
+    Args:
+        heatmap_size: ``(H, W)``.
+        sigma: width of the Gaussian target heatmaps, in pixels.
+        kind: ``"embedding"`` (paper) or ``"weighted"`` (authors' code).
+        hidden: hidden width of the encoder (``"embedding"``) or of the weighting net (``"weighted"``; 8 in
+            the authors' code).
+        embed_dim: size of the embedding (``"embedding"``).
+        normalize: input normalisation of the encoder (``"embedding"``): ``"none"``, or ``"softmax"``, the
+            spatial softmax :math:`HW\,\mathrm{softmax}(\tau h)` with a learned temperature :math:`\tau`.
+        squash: return :math:`\log(1 + s\bar\ell)` rather than :math:`s\bar\ell`.
+        init_scale: initial :math:`s`.
+    """
+
+    def __init__(
+        self,
+        heatmap_size: Sequence[int],
+        sigma: float = 2.0,
+        kind: str = "embedding",
+        hidden: int = 64,
+        embed_dim: int = 32,
+        normalize: str = "softmax",
+        squash: bool = True,
+        init_scale: float = 100.0,
+        init_temperature: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.kind = check_choice(kind, "kind", KINDS)
+        self.heatmap_size = _check_size(heatmap_size)
+        self.sigma = check_positive(sigma, "sigma")
+        for name, value in (("embed_dim", embed_dim), ("hidden", hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        self.normalize = check_choice(normalize, "normalize", NORMALIZE)
+        self.squash = bool(squash)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(check_positive(init_scale, "init_scale"))))
+        h, w = self.heatmap_size
+        if self.kind == "embedding":
+            if self.normalize == "softmax":
+                t0 = check_positive(init_temperature, "init_temperature")
+                self.log_temperature = nn.Parameter(torch.tensor(math.log(t0)))
+            self.encoder = nn.Sequential(nn.Linear(h * w, hidden), nn.ELU(), nn.Linear(hidden, embed_dim))
+        else:
+            self.weight_net = nn.Sequential(nn.Linear(h * w, hidden), nn.ELU(), nn.Linear(hidden, 1), nn.Sigmoid())
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize == "softmax":
+            x = (x * self.log_temperature.exp()).softmax(dim=-1) * x.shape[-1]
+        return self.encoder(x)
+
+    def keypoint_losses(self, heatmaps: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+        r"""Per-keypoint losses :math:`\ell_{bk}`, ``(..., B, K)`` (before masking and scaling)."""
+        h, w = heatmaps.shape[-2:]
+        if (h, w) != self.heatmap_size:
+            raise ValueError(f"`pred`: this surrogate was built for heatmaps of size {self.heatmap_size}, got {(h, w)}")
+        g = gaussian_heatmaps(keypoints, (h, w), self.sigma).to(heatmaps.dtype).flatten(-2)
+        x = heatmaps.flatten(-2)
+        if self.kind == "embedding":
+            return (self._embed(x) - self._embed(g)).square().mean(-1)
+        err = (x - g).square()  # (..., K, HW)
+        return self.weight_net(err).squeeze(-1) * err.mean(-1)
+
+    def forward(self, heatmaps: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+        loss = _masked_mean(self.keypoint_losses(heatmaps, keypoints), keypoints[..., 2] > 0)
+        loss = loss * self.log_scale.exp()
+        return torch.log1p(loss) if self.squash else loss
+
+
+def _check_size(heatmap_size: object) -> tuple[int, int]:
+    if isinstance(heatmap_size, int) and not isinstance(heatmap_size, bool):
+        heatmap_size = (heatmap_size, heatmap_size)
+    ok = isinstance(heatmap_size, Sequence) and not isinstance(heatmap_size, str) and len(heatmap_size) == 2
+    ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s >= 2 for s in heatmap_size)  # type: ignore
+    if not ok:
+        raise ValueError(
+            f"`heatmap_size` must be (H, W), two integers >= 2 (or one for a square), got {heatmap_size!r}"
+        )
+    return int(heatmap_size[0]), int(heatmap_size[1])  # type: ignore[index]
+
+
+@register_task
+class PoseTask(Task):
+    """``task="pose"``: heatmaps ``(B, K, H, W)`` and keypoints ``(B, K, 3)`` (x, y, COCO visibility).
+
+    Args:
+        num_keypoints: K, heatmaps per sample.
+        heatmap_size: ``(H, W)`` of the heatmaps (an int for a square).
+        sigma: width in pixels of the Gaussian target heatmaps of the baseline and the surrogates (default 2).
+        reference: the two keypoints whose distance is PCKh's reference length (default the first two).
+    """
+
+    name = "pose"
+    baseline_name = "MSE"
+    default_metric = "pck"
+    default_batch_size = 8
+
+    def __init__(
+        self,
+        num_keypoints: int,
+        heatmap_size: Sequence[int] | int,
+        sigma: float = 2.0,
+        reference: Sequence[int] = (0, 1),
+    ) -> None:
+        if isinstance(num_keypoints, bool) or not isinstance(num_keypoints, int) or num_keypoints < 1:
+            raise ValueError(f"`num_keypoints` must be an integer >= 1, got {num_keypoints!r}")
+        self.num_keypoints = num_keypoints
+        self.heatmap_size = _check_size(heatmap_size)
+        self.sigma = check_positive(sigma, "sigma")
+        if num_keypoints >= 2:
+            self.reference: tuple[int, int] | None = _check_reference(reference, num_keypoints)
+        elif tuple(reference) == (0, 1):
+            self.reference = None  # one keypoint: no reference length, no PCKh
+        else:
+            raise ValueError(f"`reference` needs num_keypoints >= 2; got num_keypoints = {num_keypoints}")
+        self._metrics = {"pck": BUILTINS["pck"]}
+        if self.reference is not None:
+            self._metrics["pckh"] = BUILTINS["pckh"] if self.reference == (0, 1) else pckh(0.5, self.reference)
+
+    def config(self) -> dict[str, Any]:
+        return {"num_keypoints": self.num_keypoints, "heatmap_size": list(self.heatmap_size), "sigma": self.sigma,
+                "reference": list(self.reference) if self.reference is not None else [0, 1]}
+
+    @property
+    def metrics(self) -> dict[str, Metric]:
+        return dict(self._metrics)
+
+    def check(self, pred: torch.Tensor, target: torch.Tensor, *, stacked: bool = False) -> None:
+        check_pose(pred, target, stacked=stacked, num_keypoints=self.num_keypoints, heatmap_size=self.heatmap_size)
+
+    # -- G_R ---------------------------------------------------------------------------------------------
+
+    def random_batches(
+        self, n: int, batch_size: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = self.heatmap_size
+        per_batch = batch_size * self.num_keypoints * h * w
+        chunk = max(1, _CHUNK_ELEMENTS // per_batch)
+        parts = [self._random_chunk(min(chunk, n - i), batch_size, generator) for i in range(0, n, chunk)]
+        if not parts:
+            k = self.num_keypoints
+            return torch.zeros(0, batch_size, k, h, w), torch.zeros(0, batch_size, k, 3)
+        return torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts])
+
+    def _random_chunk(self, n: int, b: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        k, (h, w) = self.num_keypoints, self.heatmap_size
+        size = max(h, w)
+
+        def per_batch(lo: float, hi: float, log: bool = False) -> torch.Tensor:
+            u = torch.rand(n, 1, 1, generator=g)
+            if log:
+                return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+            return lo + u * (hi - lo)
+
+        xy = torch.rand(n, b, k, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])
+        # Visibility: a per-batch share (up to half) unlabelled, the rest hidden or visible; >= 1 labelled.
+        unlabelled = torch.rand(n, b, k, generator=g) < per_batch(0.0, 0.5)
+        vis = torch.where(unlabelled, 0.0, torch.where(torch.rand(n, b, k, generator=g) < 0.5, 1.0, 2.0))
+        flat = vis.view(n, -1)
+        flat[(flat == 0).all(dim=1), 0] = 2.0
+        # Peak displacement: within half a pixel with probability q, else a per-batch scale (log-uniform).
+        hit = torch.rand(n, b, k, generator=g) < per_batch(0.0, 1.0)
+        far = per_batch(0.8, size, log=True) * torch.exp(0.5 * torch.randn(n, b, k, generator=g))
+        radius = torch.where(hit, 0.3 * torch.rand(n, b, k, generator=g), far.clamp_min(0.5))
+        angle = 2 * math.pi * torch.rand(n, b, k, generator=g)
+        # A hit is centred near the target's nearest pixel, so its arg-max is that pixel (<= 0.71 px away).
+        origin = torch.where(hit.unsqueeze(-1), xy.round(), xy)
+        centre = origin + radius.unsqueeze(-1) * torch.stack([angle.cos(), angle.sin()], dim=-1)
+        centre = torch.maximum(torch.minimum(centre, torch.tensor([w - 0.5, h - 0.5])), torch.tensor(-0.5))
+        # Shape: width, amplitude, extra peaks, background, noise.
+        width = per_batch(0.5 * self.sigma, 2.0 * self.sigma, log=True) * torch.exp(
+            0.15 * torch.randn(n, b, k, generator=g))
+        amp = per_batch(0.2, 1.2) * (0.8 + 0.4 * torch.rand(n, b, k, generator=g))
+        u = torch.arange(w, dtype=torch.float32)
+        v = torch.arange(h, dtype=torch.float32)
+
+        # Up to three peaks per heatmap (the displaced one and two optional extra ones, sometimes higher),
+        # summed as one batched product of separable Gaussians: (.., H, 3) @ (.., 3, W).
+        p_extra = 0.6 * per_batch(0.0, 1.0).square()
+        where = torch.rand(n, b, k, 2, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])
+        present = torch.rand(n, b, k, 2, generator=g) < p_extra[..., None]
+        rel = (0.2 + 0.9 * torch.rand(n, b, k, 2, generator=g)) * present
+        centres = torch.cat([centre.unsqueeze(-2), where], dim=-2)  # (n, b, k, 3, 2)
+        heights = amp.unsqueeze(-1) * torch.cat([torch.ones(n, b, k, 1), rel], dim=-1)  # (n, b, k, 3)
+        two_s2 = 2 * width.square()[..., None, None]
+        gx = torch.exp(-(u - centres[..., 0, None]).square() / two_s2)  # (n, b, k, 3, W)
+        gy = torch.exp(-(v - centres[..., 1, None]).square() / two_s2) * heights[..., None]  # (n, b, k, 3, H)
+        pred = gy.transpose(-1, -2) @ gx
+        noise = per_batch(0.002, 0.15, log=True)[..., None, None] * amp[..., None, None]
+        pred = torch.addcmul(pred + per_batch(-0.02, 0.05)[..., None, None], noise,
+                             torch.randn(n, b, k, h, w, generator=g))
+        target = torch.cat([xy * (vis > 0).unsqueeze(-1), vis.unsqueeze(-1)], dim=-1)
+        return pred, target
+
+    def relabel(
+        self, pred: torch.Tensor, target: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Targets re-made at the heatmaps' arg-max (jittered within half a pixel); a per-batch random fraction
+        # displaced by a log-uniform distance. Visibility is kept.
+        g = generator
+        n, b, k = target.shape[:3]
+        h, w = pred.shape[-2:]
+        xy = heatmap_argmax(pred).to(target.dtype)
+        moved = torch.rand(n, b, k, generator=g) < torch.rand(n, 1, 1, generator=g)
+        lo, hi = math.log(0.8), math.log(max(h, w) / 2)
+        radius = torch.where(moved, torch.exp(lo + (hi - lo) * torch.rand(n, b, k, generator=g)),
+                             0.5 * torch.rand(n, b, k, generator=g)).to(target.dtype)
+        angle = 2 * math.pi * torch.rand(n, b, k, generator=g).to(target.dtype)
+        xy = xy + radius.unsqueeze(-1) * torch.stack([angle.cos(), angle.sin()], dim=-1)
+        xy = torch.maximum(torch.minimum(xy, xy.new_tensor([w - 1.0, h - 1.0])), xy.new_tensor(0.0))
+        vis = target[..., 2:]
+        return pred, torch.cat([xy * (vis > 0), vis], dim=-1)
+
+    def baseline(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return heatmap_mse(pred, target, self.sigma)
+
+    def default_net_config(self) -> dict[str, Any]:
+        return {"kind": "embedding", "hidden": 64, "embed_dim": 32, "normalize": "softmax"}
+
+    def build_net(self, **net_config: Any) -> nn.Module:
+        return PoseNet(self.heatmap_size, self.sigma, **net_config)
+
