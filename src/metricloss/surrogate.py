@@ -49,11 +49,12 @@ class Surrogate(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         self.task.check(pred, target)
         param = next(self.net.parameters(), None)
-        if param is not None and pred.dtype != param.dtype:
-            # e.g. bfloat16 / float16 logits from a low-precision model: evaluate the (small) surrogate in its
-            # own precision; gradients flow back through the cast in the caller's dtype.
-            pred = pred.to(param.dtype)
-        return self.net(pred.unsqueeze(0), target.unsqueeze(0)).squeeze(0)
+        dtype = param.dtype if param is not None else torch.float32
+        # Low-precision inputs or autocast (bfloat16 / float16): the surrogate is tiny, so it always runs in its
+        # own precision (float16 overflowed in the pose surrogate); gradients flow back through the cast in the
+        # caller's dtype.
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            return self.net(pred.to(dtype).unsqueeze(0), target.unsqueeze(0)).squeeze(0)
 
     def batch_losses(self, pred: torch.Tensor, target: torch.Tensor, chunk: int = 256) -> torch.Tensor:
         """Losses of a stack of batches ``(N, ...)`` -> ``(N,)``, without autograd, in chunks."""

@@ -2,5 +2,17 @@
 
 from .base import Metric, MetricError, as_metric
 from .classification import accuracy, top_k_accuracy
+from .sequence import bleu, chrf, edit_distance, rouge_l, token_f1
 
-__all__ = ["Metric", "MetricError", "accuracy", "as_metric", "top_k_accuracy"]
+__all__ = [
+    "Metric",
+    "MetricError",
+    "accuracy",
+    "as_metric",
+    "bleu",
+    "chrf",
+    "edit_distance",
+    "rouge_l",
+    "token_f1",
+    "top_k_accuracy",
+]

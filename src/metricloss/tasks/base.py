@@ -26,6 +26,8 @@ class Task(ABC):
     baseline_name: ClassVar[str]
     default_metric: ClassVar[str]
     default_batch_size: ClassVar[int] = 128
+    #: N, batches ranked together per learning step (the paper's 128 unless a task's batches are costly).
+    default_batches_per_step: ClassVar[int] = 128
     #: G_R batches drawn up front by :func:`metricloss.learn` (``None``: as many as fit in ~128 MiB, <= 4096).
     #: Tasks with slow metrics set a smaller pool.
     default_pool_size: ClassVar[int | None] = None

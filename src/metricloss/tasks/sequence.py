@@ -243,6 +243,7 @@ class SequenceTask(Task):
     baseline_name = "cross-entropy"
     default_metric = "bleu"
     default_batch_size = 16
+    default_batches_per_step = 32  # per step, 32 x batch_size sentences through self-attention
     default_pool_size = 512
 
     def __init__(self, vocab_size: int, max_length: int, pad_id: int | None = None) -> None:
