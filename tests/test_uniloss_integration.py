@@ -48,3 +48,37 @@ def test_user_refactoring_needs_its_code_back_on_load(tmp_path):
 def test_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="`method` must be one of"):
         ml.learn("accuracy", num_classes=3, method="magic")
+
+
+def test_learn_method_nonparametric_saves_and_loads(tmp_path):
+    grid = {"temperature": (1.0,), "bandwidth": (0.3, 3.0)}
+    loss = ml.learn("accuracy", num_classes=4, method="nonparametric", net={"grid": grid}, validation_batches=8,
+                    batch_size=16, seed=0)
+    assert isinstance(loss, ml.nonparametric.NonParametricLoss)
+    assert loss.report.method == "nonparametric" and "Non-parametric" in loss.report.to_markdown()
+    path = tmp_path / "np.safetensors"
+    loss.save(path)
+    again = ml.load(path)
+    assert isinstance(again, ml.nonparametric.NonParametricLoss) and again.config() == loss.config()
+    z = torch.randn(16, 4, requires_grad=True)
+    again(z, torch.randint(0, 4, (16,))).backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def _acc(p, t):
+    return float((p.argmax(-1) == t).float().mean())
+
+
+QUICK = {"sigma": 1e-6, "steps": 6, "eval_every": 3, "batches_per_step": 8, "batch_size": 16, "pool_size": 16,
+         "validation_batches": 8, "gradient_probe": 4, "progress": False}
+
+
+def test_gradient_term_survives_a_metric_that_never_moves():
+    # PCK-like situation: along tiny perturbations the metric does not change; no NaN may reach the weights.
+    sur = ml.learn(_acc, num_classes=3, gradient_weight=1.0, **QUICK)
+    assert all(torch.isfinite(p).all() for p in sur.parameters())
+
+
+def test_gradient_only_objective_with_a_metric_that_never_moves_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="larger `sigma`"):
+        ml.learn(_acc, num_classes=3, objective="gradient", **QUICK)

@@ -16,6 +16,7 @@ __all__ = [
     "learn",
     "load",
     "metrics",
+    "nonparametric",
     "objectives",
     "pretrained",
     "ranking",

@@ -97,9 +97,14 @@ def directional_correlation(grads: torch.Tensor, deltas: torch.Tensor, changes: 
     ``grads``."""
     d = -(grads.unsqueeze(1) * deltas).flatten(2).sum(-1)
     d = d - d.mean(dim=1, keepdim=True)
+    # Rescale both sides before squaring: tiny gradients underflowed in float32 (correlations far above 1),
+    # and sqrt at 0 gave NaN gradients when the metric never moved. Correlation is scale-free.
+    tiny = torch.finfo(d.dtype).tiny
+    d = d / d.detach().abs().amax(dim=1, keepdim=True).clamp_min(tiny)
     c = changes - changes.mean(dim=1, keepdim=True)
-    den = (d.square().sum(1) * c.square().sum(1)).sqrt()
-    corr = (d * c).sum(1) / den.clamp_min(1e-30)
+    c = c / c.abs().amax(dim=1, keepdim=True).clamp_min(tiny)
+    den = (d.square().sum(1) * c.square().sum(1)).clamp_min(tiny).sqrt()
+    corr = (d * c).sum(1) / den
     return torch.where(c.square().sum(1) > 0, corr, torch.full_like(corr, float("nan")))
 
 

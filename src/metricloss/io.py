@@ -22,6 +22,7 @@ from .surrogate import Surrogate
 from .tasks import get_task
 
 if TYPE_CHECKING:
+    from .nonparametric import NonParametricLoss
     from .uniloss import UniLoss
 
 __all__ = ["FORMAT_VERSION", "SCHEMA", "SurrogateFileError", "load", "save", "write_atomic"]
@@ -59,7 +60,7 @@ def _metadata(sur: Surrogate) -> dict[str, Any]:
     }
 
 
-def _uniloss_metadata(loss: UniLoss) -> dict[str, Any]:
+def _config_metadata(loss: UniLoss | NonParametricLoss) -> dict[str, Any]:
     from . import __version__
 
     rep = loss.report
@@ -74,19 +75,22 @@ def _uniloss_metadata(loss: UniLoss) -> dict[str, Any]:
     }
 
 
-def save(sur: Surrogate | UniLoss, path: str | Path) -> None:
+def save(sur: Surrogate | UniLoss | NonParametricLoss, path: str | Path) -> None:
     """Save ``sur`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
 
-    A :class:`~metricloss.uniloss.UniLoss` has no weights: its configuration alone is stored (a user-written
-    refactoring's code is not; pass it again to :func:`load` as ``refactoring=``).
+    A :class:`~metricloss.uniloss.UniLoss` or :class:`~metricloss.nonparametric.NonParametricLoss` has no
+    weights: its configuration alone is stored (a user-written refactoring's code is not; pass it again to
+    :func:`load` as ``refactoring=``).
     """
+    from .nonparametric import NonParametricLoss
     from .uniloss import UniLoss
 
-    if isinstance(sur, UniLoss):
-        write_atomic(path, _st_save({}, metadata={"metricloss": json.dumps(_uniloss_metadata(sur))}))
+    if isinstance(sur, UniLoss | NonParametricLoss):
+        write_atomic(path, _st_save({}, metadata={"metricloss": json.dumps(_config_metadata(sur))}))
         return
     if not isinstance(sur, Surrogate):
-        raise TypeError(f"`sur` must be a metricloss Surrogate or UniLoss, got {type(sur).__name__}")
+        raise TypeError(
+            f"`sur` must be a metricloss Surrogate, UniLoss or NonParametricLoss, got {type(sur).__name__}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in sur.net.state_dict().items()}
     write_atomic(path, _st_save(tensors, metadata={"metricloss": json.dumps(_metadata(sur))}))
 
@@ -156,7 +160,9 @@ def _report(data: dict[str, Any] | None, path: Path) -> Report | None:
     return report
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu", refactoring: Any = None) -> Surrogate | UniLoss:
+def load(
+    path: str | Path, map_location: str | torch.device = "cpu", refactoring: Any = None
+) -> Surrogate | UniLoss | NonParametricLoss:
     """Load a surrogate saved by :meth:`Surrogate.save` (or a saved UniLoss). Never executes code from the file.
 
     ``refactoring`` supplies the code of a UniLoss built on a user-written refactoring.
@@ -176,11 +182,14 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", refactoring
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except SafetensorError as err:
         raise SurrogateFileError(f"{path}: not a readable safetensors file ({err})") from None
-    if meta["net_config"].get("method") == "uniloss":
+    method = meta["net_config"].get("method")
+    if method in ("uniloss", "nonparametric"):
+        from .nonparametric import NonParametricLoss
         from .uniloss import UniLoss
 
+        cls = UniLoss if method == "uniloss" else NonParametricLoss
         try:
-            loss = UniLoss.from_config(meta["net_config"], refactoring=refactoring)
+            loss = cls.from_config(meta["net_config"], refactoring=refactoring)
         except (TypeError, ValueError) as err:
             raise SurrogateFileError(f"{path}: {err}") from None
         loss.report = _report(meta["report"], path)

@@ -44,6 +44,7 @@ from .surrogate import Surrogate
 from .tasks.base import Task, get_task
 
 if TYPE_CHECKING:
+    from .nonparametric import NonParametricLoss
     from .uniloss import UniLoss
 
 __all__ = ["learn"]
@@ -94,7 +95,7 @@ def learn(
     init: Surrogate | None = None,
     method: str = "reloss",
     **task_kwargs: Any,
-) -> Surrogate | UniLoss:
+) -> Surrogate | UniLoss | NonParametricLoss:
     """Learn a surrogate loss for ``metric``.
 
     Args:
@@ -131,9 +132,11 @@ def learn(
             alone (weight 1 unless given). It evaluates the metric ``2 * directions`` times per batch per step.
         init: a surrogate to continue learning from (its weights and network configuration; the task must
             match), e.g. to refresh it on a model's current outputs (alternate training, ReLoss Table 11).
-        method: ``"reloss"`` (a learned surrogate, the default) or ``"uniloss"``: no learning, a
+        method: ``"reloss"`` (a learned surrogate, the default); ``"uniloss"``: no learning, a
             :class:`~metricloss.uniloss.UniLoss` built for the metric and measured on the same kind of held-out
-            batches; ``net=`` then carries UniLoss options such as ``{"fraction": 0.2}``.
+            batches, ``net=`` then carrying UniLoss options such as ``{"fraction": 0.2}``; or ``"nonparametric"``:
+            kernel interpolation over UniLoss anchors with temperature and bandwidth chosen by gradient
+            agreement (:func:`metricloss.nonparametric.fit_nonparametric`; ``net=`` may carry ``"grid"``).
         gradient_probe: number of validation batches on which the report's gradient agreement is measured
             (0 skips it).
         **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``.
@@ -150,12 +153,21 @@ def learn(
     """
     from . import __version__
 
-    check_choice(method, "method", ("reloss", "uniloss"))
+    check_choice(method, "method", ("reloss", "uniloss", "nonparametric"))
     if method == "uniloss":
         from .uniloss import learn_uniloss
 
         return learn_uniloss(metric, task, outputs=outputs, batch_size=batch_size,
                              validation_batches=validation_batches, seed=seed, uniloss=net, **task_kwargs)
+    if method == "nonparametric":
+        from .nonparametric import fit_nonparametric
+
+        options = dict(net or {})
+        grid = options.pop("grid", None)
+        # The grid costs 20 x (batches / 2) gradient probes: at most 64 held-out batches.
+        return fit_nonparametric(metric, task, outputs=outputs, batch_size=batch_size, grid=grid,
+                                 validation_batches=min(validation_batches, 64), seed=seed, options=options,
+                                 **task_kwargs)
     t_start = time.perf_counter()
     task_obj = get_task(task, **task_kwargs)
     met = as_metric(metric, higher_is_better, task_obj.metrics)
@@ -341,13 +353,17 @@ def learn(
         opt.zero_grad(set_to_none=True)
         if torch.isfinite(obj):
             obj.backward()
+        finite = bool(torch.isfinite(obj)) and all(
+            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+        if finite:
             opt.step()
             nonfinite = 0
-        else:  # never let a NaN reach the weights
+        else:  # never let a NaN (in the objective or its gradients) reach the weights
             nonfinite += 1
             if nonfinite >= 10:
                 raise RuntimeError(
-                    "the learning objective was not finite for 10 steps in a row; try a smaller `lr` or `penalty`"
+                    "the learning objective or its gradient was not finite for 10 steps in a row; "
+                    "try a smaller `lr` or `penalty`"
                 )
         bar.update(1)
 
@@ -365,7 +381,11 @@ def learn(
             save_checkpoint()
     bar.close()
     if best_state is None:
-        raise RuntimeError("learning produced no finite, non-constant surrogate loss; try a smaller `lr`")
+        raise RuntimeError(
+            "no validation score was ever defined: the surrogate's losses were constant or not finite"
+            + (", or the metric never moved along the probe directions (try a larger `sigma`)"
+               if objective == "gradient" else "")
+            + "; try a smaller `lr`")
     model.load_state_dict(best_state)
     model.eval()
 

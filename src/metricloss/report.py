@@ -69,6 +69,11 @@ class Report:
         )
         if self.method == "uniloss":
             return "\n".join([head, "", *rows, "", f"UniLoss: no learning; metricloss {self.library_version}."])
+        if self.method == "nonparametric":
+            s = self.settings
+            note = (f"Non-parametric: (temperature, bandwidth) = ({s.get('temperature')}, {s.get('bandwidth')}) chosen "
+                    f"by gradient agreement on other held-out batches; no weights; metricloss {self.library_version}.")
+            return "\n".join([head, "", *rows, "", note])
         tail = (
             f"Learned in {self.steps} steps (best at step {self.best_step}), {self.learn_seconds:.1f} s "
             f"({self.metric_seconds:.1f} s in the metric); metricloss {self.library_version}."
