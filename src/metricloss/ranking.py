@@ -11,7 +11,8 @@ values. As ``strength`` grows every method tends to the exact ranks of inputs wi
 
 ``"pairwise"`` (default)
     :math:`r_i = \tfrac12 + \sum_j F\big(s\,(z_i - z_j)\big)` with :math:`F` the logistic or Cauchy CDF.
-    :math:`O(n^2)` time and memory, a few dense tensor operations; the fastest here up to n ≈ 4096.
+    :math:`O(n^2)` time and memory, a few dense tensor operations; the fastest here up to n ≈ 1024–2048
+    (at 4096 the bitonic network is faster: ``docs/benchmarks.md``).
 ``"bitonic"`` and ``"odd_even"``
     Relaxed sorting networks (Petersen et al., *Differentiable Sorting Networks*, ICML 2021). Each
     comparator mixes its two wires with :math:`\alpha = F(s\,(x_{hi} - x_{lo}))`. Every layer is a
@@ -130,7 +131,11 @@ def soft_rank(
     x = _check_vector(x, "x")
     check_choice(method, "method", METHODS)
     check_choice(relaxation, "relaxation", RELAXATIONS)
-    strength = check_positive(strength, "strength")
+    return _soft_rank(x, method, check_positive(strength, "strength"), relaxation)
+
+
+def _soft_rank(x: torch.Tensor, method: str, strength: float, relaxation: str) -> torch.Tensor:
+    """:func:`soft_rank` on arguments already checked (no second pass over the data)."""
     z = _standardise(x) * strength
     if method == "pairwise":
         return _pairwise_soft_rank(z, relaxation)
@@ -249,9 +254,11 @@ def spearman(
     if not soft:
         with torch.no_grad():
             return _pearson(_rank(a), _rank(b))
-    kw = {"method": method, "strength": strength, "relaxation": relaxation}
-    ra = soft_rank(a, **kw)
-    rb = soft_rank(b, **kw) if soft_b else _rank(b)
+    check_choice(method, "method", METHODS)
+    check_choice(relaxation, "relaxation", RELAXATIONS)
+    strength = check_positive(strength, "strength")
+    ra = _soft_rank(a, method, strength, relaxation)
+    rb = _soft_rank(b, method, strength, relaxation) if soft_b else _rank(b)
     return _pearson(ra, rb.to(ra.dtype))
 
 
