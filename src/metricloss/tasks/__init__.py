@@ -1,6 +1,6 @@
 """Task families: call shapes, surrogate networks, random generators, baselines and built-in metrics."""
 
-from . import classification, pose, sequence
+from . import classification, ordinal, pose, sequence, set
 from .base import TASKS, Task, get_task, register_task
 
-__all__ = ["TASKS", "Task", "classification", "get_task", "pose", "register_task", "sequence"]
+__all__ = ["TASKS", "Task", "classification", "get_task", "ordinal", "pose", "register_task", "sequence", "set"]
