@@ -8,6 +8,7 @@ import torch
 
 __all__ = [
     "check_choice",
+    "check_class_batch",
     "check_finite",
     "check_float_tensor",
     "check_int_tensor",
@@ -71,3 +72,30 @@ def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def check_class_batch(
+    pred: object, target: object, num_classes: int, *, stacked: bool = False, letter: str = "C"
+) -> None:
+    """Logits ``(B, C)`` (or a stack ``(N, B, C)``) and integer class indices ``(B,)`` in ``[0, C)``."""
+    lead = 1 if stacked else 0
+    pred = check_float_tensor(pred, "pred")
+    target = check_int_tensor(target, "target")
+    if pred.dim() != 2 + lead or pred.shape[-1] != num_classes:
+        want = f"(N, B, {letter})" if stacked else f"(B, {letter})"
+        raise ValueError(
+            f"`pred` must be logits of shape {want} with {letter} = num_classes = {num_classes}, "
+            f"got {tuple(pred.shape)}"
+        )
+    if target.shape != pred.shape[:-1]:
+        raise ValueError(
+            f"`target` must have shape {tuple(pred.shape[:-1])} (one class index per row of `pred`), "
+            f"got {tuple(target.shape)}"
+        )
+    if pred.shape[-2] < 1:
+        raise ValueError("`pred` is an empty batch (B = 0)")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+        raise ValueError(
+            f"`target` holds class indices outside [0, {num_classes - 1}] "
+            f"(min {int(target.min())}, max {int(target.max())})"
+        )

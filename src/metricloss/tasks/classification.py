@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_float_tensor, check_int_tensor
+from .._checks import check_class_batch
 from ..metrics.base import Metric
 from ..metrics.classification import BUILTINS
 from .base import Task, register_task
@@ -120,27 +120,7 @@ class ClassificationTask(Task):
         return BUILTINS
 
     def check(self, pred: torch.Tensor, target: torch.Tensor, *, stacked: bool = False) -> None:
-        lead = 1 if stacked else 0
-        pred = check_float_tensor(pred, "pred")
-        target = check_int_tensor(target, "target")
-        if pred.dim() != 2 + lead or pred.shape[-1] != self.num_classes:
-            want = "(N, B, C)" if stacked else "(B, C)"
-            raise ValueError(
-                f"`pred` must be logits of shape {want} with C = num_classes = {self.num_classes}, "
-                f"got {tuple(pred.shape)}"
-            )
-        if target.shape != pred.shape[:-1]:
-            raise ValueError(
-                f"`target` must have shape {tuple(pred.shape[:-1])} (one class index per row of `pred`), "
-                f"got {tuple(target.shape)}"
-            )
-        if pred.shape[-2] < 1:
-            raise ValueError("`pred` is an empty batch (B = 0)")
-        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= self.num_classes):
-            raise ValueError(
-                f"`target` holds class indices outside [0, {self.num_classes - 1}] "
-                f"(min {int(target.min())}, max {int(target.max())})"
-            )
+        check_class_batch(pred, target, self.num_classes, stacked=stacked)
 
     def random_batches(
         self, n: int, batch_size: int, generator: torch.Generator

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_float_tensor, check_int_tensor
+from .._checks import check_choice, check_class_batch
 from ..metrics.base import Metric
 from ..metrics.ordinal import BUILTINS
 from .base import Task, register_task
@@ -199,27 +199,7 @@ class OrdinalTask(Task):
         return BUILTINS
 
     def check(self, pred: torch.Tensor, target: torch.Tensor, *, stacked: bool = False) -> None:
-        lead = 1 if stacked else 0
-        pred = check_float_tensor(pred, "pred")
-        target = check_int_tensor(target, "target")
-        if pred.dim() != 2 + lead or pred.shape[-1] != self.num_classes:
-            want = "(N, B, K)" if stacked else "(B, K)"
-            raise ValueError(
-                f"`pred` must be logits of shape {want} with K = num_classes = {self.num_classes}, "
-                f"got {tuple(pred.shape)}"
-            )
-        if target.shape != pred.shape[:-1]:
-            raise ValueError(
-                f"`target` must have shape {tuple(pred.shape[:-1])} (one class index per row of `pred`), "
-                f"got {tuple(target.shape)}"
-            )
-        if pred.shape[-2] < 1:
-            raise ValueError("`pred` is an empty batch (B = 0)")
-        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= self.num_classes):
-            raise ValueError(
-                f"`target` holds class indices outside [0, {self.num_classes - 1}] "
-                f"(min {int(target.min())}, max {int(target.max())})"
-            )
+        check_class_batch(pred, target, self.num_classes, stacked=stacked, letter="K")
 
     def random_batches(
         self, n: int, batch_size: int, generator: torch.Generator
