@@ -2,6 +2,7 @@
 
 from .base import Metric, MetricError, as_metric
 from .classification import accuracy, top_k_accuracy
+from .pose import pck, pckh, percentage_correct_keypoints, percentage_correct_keypoints_head
 from .sequence import bleu, chrf, edit_distance, rouge_l, token_f1
 
 __all__ = [
@@ -12,6 +13,10 @@ __all__ = [
     "bleu",
     "chrf",
     "edit_distance",
+    "pck",
+    "pckh",
+    "percentage_correct_keypoints",
+    "percentage_correct_keypoints_head",
     "rouge_l",
     "token_f1",
     "top_k_accuracy",
