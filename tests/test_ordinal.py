@@ -209,7 +209,6 @@ def test_features_match_a_naive_loop():
                 ((p * ks).sum() - y) / (K - 1), p[y], p[:y].sum(), p[y + 1:].sum(),
                 p[max(y - 1, 0): y + 2].sum(), (p * ks).sum() / (K - 1), y / (K - 1),
                 ((q * ks).sum() - y) / (K - 1), q[max(y - 1, 0): y + 2].sum(), (q * ks).sum() / (K - 1),
-                np.log(sd) / 4,
             ]
             torch.testing.assert_close(got[n, b], torch.tensor(want, dtype=torch.float64))
 
@@ -241,9 +240,19 @@ def test_net_gradcheck_and_double_backward_in_float64(pool):
     assert torch.autograd.gradgradcheck(lambda p: net(p, target), (x,))
 
 
+def test_default_net_is_invariant_to_the_logit_scale_and_shift():
+    torch.manual_seed(2)
+    net = T.build_net(**T.default_net_config()).double()
+    pred, target = T.random_batches(4, 9, torch.Generator().manual_seed(7))
+    pred = pred.double()
+    torch.testing.assert_close(net(pred * 7.5 - 3.0, target), net(pred, target))
+
+
 def test_net_config_errors():
     with pytest.raises(ValueError, match="`features`"):
         T.build_net(features=["nope"])
+    with pytest.raises(ValueError, match="`features`"):
+        T.build_net(features=[])
     with pytest.raises(ValueError, match="`pool`"):
         T.build_net(pool="max")
     with pytest.raises(ValueError, match="`sharpness`"):

@@ -233,16 +233,17 @@ def test_relabel_keeps_scores_and_redraws_some_labels():
 # ---- surrogate network -------------------------------------------------------------------------------------
 
 
-def _naive_features(s: list[float], y: list[int], temps: tuple[float, ...]) -> list[list[float]]:
+def _naive_features(s: list[float], y: list[int], temps: tuple[float, ...], beta: float) -> list[list[float]]:
     b = len(s)
     mean = sum(s) / b
+    rms = (sum(v * v for v in s) / b) ** 0.5
     sd = max((sum((v - mean) ** 2 for v in s) / b) ** 0.5, 1e-3)
     n_pos = sum(y)
     n_neg = b - n_pos
     sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
     rows = []
     for i in range(b):
-        row = [sig(s[i]), n_pos / b]
+        row = [sig(s[i]), sig(beta * s[i] / rms), n_pos / b]
         for tau in temps:
             neg_below = sum(sig((s[i] - s[j]) / (tau * sd)) for j in range(b) if j != i and y[j] == 0)
             pos_above = sum(sig((s[j] - s[i]) / (tau * sd)) for j in range(b) if j != i and y[j] == 1)
@@ -258,9 +259,9 @@ def test_set_features_match_a_naive_loop():
     y = (torch.rand(3, 7, generator=gen) < 0.4).double()
     y[2] = 0  # a set without positives
     temps = (0.2, 1.0)
-    got = S.set_features(s, y, ("prob", "rank"), temps)
+    got = S.set_features(s, y, ("prob", "sign", "rank"), temps, sharpness=2.5)
     for m in range(3):
-        want = torch.tensor(_naive_features(s[m].tolist(), y[m].long().tolist(), temps), dtype=torch.float64)
+        want = torch.tensor(_naive_features(s[m].tolist(), y[m].long().tolist(), temps, 2.5), dtype=torch.float64)
         torch.testing.assert_close(got[m], want)
 
 
@@ -277,7 +278,7 @@ def test_net_equals_a_naive_loop_and_is_permutation_invariant(labels):
         per_label = []
         cols = [(pred[n], target[n])] if labels is None else [(pred[n, :, i], target[n, :, i]) for i in range(labels)]
         for s, y in cols:
-            f = S.set_features(s[None], y[None].double(), net.features, net.temperatures)[0]
+            f = S.set_features(s[None], y[None].double(), net.features, net.temperatures, net.sharpness)[0]
             emb = net.phi(f)
             pos = emb[y > 0.5].mean(0)
             neg = emb[y < 0.5].mean(0)
@@ -287,10 +288,20 @@ def test_net_equals_a_naive_loop_and_is_permutation_invariant(labels):
     torch.testing.assert_close(net(pred[:, perm], target[:, perm]), got)
 
 
+def test_default_net_is_invariant_to_the_logit_scale():
+    task = S.SetTask(2)
+    torch.manual_seed(2)
+    net = task.build_net(**task.default_net_config()).double()
+    pred, target = task.random_batches(4, 9, torch.Generator().manual_seed(7))
+    pred = pred.double()
+    torch.testing.assert_close(net(pred * 0.05, target), net(pred, target))
+
+
 def test_net_gradcheck_and_double_backward_in_float64():
     task = S.SetTask(2)
     torch.manual_seed(1)
-    net = task.build_net(features=["prob", "rank"], temperatures=[0.3], hidden=6, depth=1, embedding=4).double()
+    net = task.build_net(features=["prob", "sign", "rank"], temperatures=[0.3], hidden=6, depth=1, embedding=4,
+                         sharpness=2.0).double()
     pred, target = task.random_batches(2, 5, torch.Generator().manual_seed(6))
     x = pred.double().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda p: net(p, target), (x,))
@@ -305,6 +316,8 @@ def test_net_config_errors():
         task.build_net(temperatures=[0.0])
     with pytest.raises(ValueError, match="`hidden`"):
         task.build_net(hidden=0)
+    with pytest.raises(ValueError, match="`sharpness`"):
+        task.build_net(sharpness=float("inf"))
     with pytest.raises(TypeError):
         task.build_net(width=3)
 
