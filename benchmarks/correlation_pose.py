@@ -20,49 +20,20 @@ import sys
 
 import torch
 
-import metricloss as ml
-from metricloss.evaluation import agreement
-from metricloss.tasks import pose  # noqa: F401  (registers task="pose")
-from metricloss.tasks.base import get_task
+from heldout_correlation import HELDOUT, correlation_rows, markdown
 
 TASK = {"num_keypoints": 8, "heatmap_size": (16, 16)}
 STEPS = 300
-HELDOUT = 512
 NETS = ("embedding", "weighted")
 
 
 def rows(seed: int = 0, nets: tuple[str, ...] = NETS, steps: int = STEPS) -> list[dict]:
-    task = get_task("pose", **TASK)
-    pred, target = task.random_batches(HELDOUT, task.default_batch_size,
-                                       torch.Generator().manual_seed(10_000 + seed))
-    base_losses = task.baseline(pred, target)
+    """One row per built-in metric and surrogate net, on ``HELDOUT`` fresh G_R batches."""
     out = []
-    for metric in task.metrics:
-        values = task.metrics[metric].evaluate(pred, target)
-        base = agreement(base_losses, values, True)
-        for kind in nets:
-            net = {**task.default_net_config(), "kind": kind}
-            sur = ml.learn(metric, task="pose", net=net, steps=steps, seed=seed, progress=False, gradient_probe=0,
-                           **TASK)
-            ours = agreement(sur.batch_losses(pred, target), values, True)
-            rep = sur.report
-            out.append({
-                "task": "pose", "metric": metric, "net": kind, "baseline": task.baseline_name,
-                "baseline_spearman": base["spearman"], "baseline_kendall": base["kendall"],
-                "spearman": ours["spearman"], "kendall": ours["kendall"],
-                "learn_seconds": rep.learn_seconds, "metric_share": rep.metric_seconds / rep.learn_seconds,
-            })
+    for kind in nets:
+        out += correlation_rows("pose", TASK, {"steps": steps, "gradient_probe": 0}, seed=seed, heldout=HELDOUT,
+                                net={"kind": kind})
     return out
-
-
-def markdown(table: list[dict]) -> str:
-    lines = ["| task | metric | surrogate net | baseline | baseline Spearman / Kendall | surrogate Spearman / Kendall "
-             "| learn s | metric share |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in table:
-        lines.append(f"| {r['task']} | {r['metric']} | {r['net']} | {r['baseline']} | {r['baseline_spearman']:.4f} / "
-                     f"{r['baseline_kendall']:.4f} | {r['spearman']:.4f} / {r['kendall']:.4f} | "
-                     f"{r['learn_seconds']:.1f} | {r['metric_share']:.3f} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -18,49 +18,17 @@ from typing import Any
 
 import torch
 
-import metricloss as ml
-from metricloss.evaluation import agreement
+from heldout_correlation import HELDOUT, correlation_rows, markdown
 from metricloss.tasks import get_task
-from metricloss.tasks import set as _set  # noqa: F401  (registers task="set")
 
 #: Learning settings shared by this benchmark, the downstream one and the zoo script.
 LEARN: dict[str, Any] = {"batches_per_step": 64, "steps": 300, "eval_every": 25, "patience": 4,
                          "validation_batches": 128, "pool_size": 1024, "gradient_probe": 0}
-HELDOUT = 512
 
 
 def rows(seed: int = 0, num_labels: int | None = None, heldout: int = HELDOUT, **overrides: Any) -> list[dict]:
     """One row per built-in metric, measured on ``heldout`` fresh G_R batches."""
-    task = get_task("set", num_labels=num_labels)
-    settings = {**LEARN, **overrides}
-    batch_size = settings.pop("batch_size", task.default_batch_size)
-    pred, target = task.random_batches(heldout, batch_size, torch.Generator().manual_seed(10_000 + seed))
-    out = []
-    for name, metric in task.metrics.items():
-        sur = ml.learn(name, task="set", num_labels=num_labels, seed=seed, progress=False, batch_size=batch_size,
-                       **settings)
-        values = metric.evaluate(pred, target)
-        base = agreement(task.baseline(pred, target), values, metric.higher_is_better)
-        ours = agreement(sur.batch_losses(pred, target), values, metric.higher_is_better)
-        rep = sur.report
-        out.append({
-            "task": "set", "metric": name, "baseline": task.baseline_name,
-            "baseline_spearman": base["spearman"], "baseline_kendall": base["kendall"],
-            "spearman": ours["spearman"], "kendall": ours["kendall"],
-            "learn_seconds": rep.learn_seconds, "metric_share": rep.metric_seconds / rep.learn_seconds,
-        })
-    return out
-
-
-def markdown(table: list[dict]) -> str:
-    head = ("| metric | baseline | baseline Spearman | baseline Kendall | surrogate Spearman | surrogate Kendall "
-            "| learn s | metric share |")
-    lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in table:
-        lines.append(f"| {r['metric']} | {r['baseline']} | {r['baseline_spearman']:.4f} | {r['baseline_kendall']:.4f} "
-                     f"| {r['spearman']:.4f} | {r['kendall']:.4f} | {r['learn_seconds']:.1f} "
-                     f"| {r['metric_share']:.3f} |")
-    return "\n".join(lines)
+    return correlation_rows("set", {"num_labels": num_labels}, {**LEARN, **overrides}, seed=seed, heldout=heldout)
 
 
 if __name__ == "__main__":
