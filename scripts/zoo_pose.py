@@ -27,7 +27,7 @@ from metricloss.tasks import pose
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import downstream_pose as ds
-from make_zoo import ZOO, _card
+from make_zoo import ZOO, write_card
 
 NAME = "pose-pck"
 EPOCHS = (1, 2, 4, 8)
@@ -83,9 +83,7 @@ def _model_output_row(sur: ml.Surrogate) -> tuple[str, str, dict, dict]:
             agreement(task.baseline(pred, target), values, True), agreement(ours, values, True))
 
 
-USE = """## Use
-
-```python
+USAGE = """\
 import torch, metricloss as ml
 from metricloss.tasks import pose  # registers task="pose"
 sur = ml.pretrained("pose-pck")                              # K = 4; ml.pretrained("pose-pck", num_keypoints=K)
@@ -93,12 +91,11 @@ heatmaps = torch.rand(8, 4, 16, 16, requires_grad=True)     # (B, K, H, W), a mo
 keypoints = torch.tensor([[[3.0, 4.0, 2.0]] * 4] * 8)        # (B, K, 3): x, y in heatmap pixels, visibility
 loss = pose.heatmap_mse(heatmaps, keypoints) + sur(heatmaps, keypoints)
 loss.backward()
-```
-
+"""
+NOTE = """\
 The net compares each keypoint's heatmap with its Gaussian target one keypoint at a time, so
 `ml.pretrained("pose-pck", num_keypoints=K)` accepts any number of keypoints; it is built for 16×16
-heatmaps. The numbers above were measured for the shapes stated with them.
-"""
+heatmaps. The numbers above were measured for the shapes stated with them."""
 
 
 def main() -> None:
@@ -122,17 +119,12 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     sur.save(ZOO / f"{NAME}.safetensors")
     rows = [_random_row(sur), _model_output_row(sur)]
-    _card(NAME, sur, seconds, rows,
-          data + "random heatmaps around the target keypoints, peaks displaced by random amounts (so PCK spreads "
-          "over [0, 1]), with random widths, amplitudes, background, pixel noise, extra peaks and unlabelled "
-          f"keypoints (see `metricloss.tasks.pose`); net `{sur.net_config}`.")
-    # _card is written for classification: point it at this script and give the pose usage.
-    path = ZOO / f"{NAME}.md"
     command = "python scripts/zoo_pose.py" + (" --gr-only" if gr_only else "")
-    text = path.read_text().replace(f"python scripts/make_zoo.py {NAME}", command)
-    text = text[: text.index("## Use")] + USE
-    path.write_text(text)
-    print("\n--- card as written ---\n" + text)
+    write_card(NAME, sur, seconds, rows,
+               data + "random heatmaps around the target keypoints, peaks displaced by random amounts (so PCK "
+               "spreads over [0, 1]), with random widths, amplitudes, background, pixel noise, extra peaks and "
+               f"unlabelled keypoints (see `metricloss.tasks.pose`); net `{sur.net_config}`.",
+               command=command, usage=USAGE, note=NOTE)
 
 
 if __name__ == "__main__":

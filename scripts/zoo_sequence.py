@@ -23,7 +23,7 @@ from metricloss.tasks import sequence as _sequence  # noqa: F401  (registers tas
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from correlation_sequence import LEARN, SHAPE
-from make_zoo import ZOO, _card
+from make_zoo import ZOO, net_losses, write_card
 
 NAME = "sequence-bleu"
 
@@ -36,8 +36,7 @@ def _rows(sur: ml.Surrogate, shapes: list[dict], n: int = 512, seed: int = 777) 
         bs = sur.report.batch_size
         pred, target = task.random_batches(n, bs, torch.Generator().manual_seed(seed))
         values = met.evaluate(pred, target)
-        with torch.no_grad():
-            ours = torch.cat([sur.net(p, t) for p, t in zip(pred.split(128), target.split(128), strict=True)])
+        ours = net_losses(sur, pred, target, chunk=128)
         where = f"{n} random batches of {bs} (G_R, unseen seed), V = {shape['vocab_size']}, T = {shape['max_length']}"
         out.append((where, task.baseline_name, agreement(task.baseline(pred, target), values, True),
                     agreement(ours, values, True)))
@@ -51,35 +50,27 @@ def make_bleu() -> None:
     path = ZOO / f"{NAME}.safetensors"
     sur.save(path)
     rows = _rows(sur, [SHAPE, {"vocab_size": 100, "max_length": 24}, {"vocab_size": 32, "max_length": 16}])
-    _card(NAME, sur, seconds, rows,
-          "G_R only: random reference sentences (uniform tokens, lengths T/4..T, padded with -100) and logits whose "
-          "arg-max is the reference edited by substitutions, insertions (random or repeated tokens), deletions, "
-          "adjacent swaps and shifts at a random rate and mix per batch, at random logit scales and confidence "
-          "gaps.")
-    _fix_card(ZOO / f"{NAME}.md", sur)
-    print(f"{path.name}: {path.stat().st_size / 1024:.0f} KiB")
-
-
-def _fix_card(card: Path, sur: ml.Surrogate) -> None:
-    """``_card`` is written for classification: fix its command, usage and shape note for this family."""
-    text = card.read_text()
-    text = text.replace(f"`python scripts/make_zoo.py {NAME}`", "`python scripts/zoo_sequence.py`")
-    text = text.replace("loss = F.cross_entropy(logits, y) + sur(logits, y)",
-                        "# logits (B, T, V) of a non-autoregressive model, y (B, T) int64 padded with -100\n"
-                        "loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100) + sur(logits, y)")
-    head, _, _ = text.partition("Its per-sample inputs")
     cfg = sur.net_config
-    note = (
-        f"Its per-token inputs ({', '.join(cfg['features'])}, neighbour window {cfg['window']}) and sinusoidal "
-        "positions do not depend on the vocabulary size or the maximum length, so "
-        f"`ml.pretrained({NAME!r}, vocab_size=V, max_length=T)` accepts other shapes (the rows above for other V "
-        f"and T measure how well it transfers); it was learned for {sur.report.task_config}. Hypotheses are decoded "
-        "greedily (arg-max) at every non-padding position of the target.\n\n"
-        "The gradient penalty sets its gradient norm to about 1 per batch, far larger than token cross-entropy's on "
-        "a reasonable model, so with weight 1 it dominates a training step; `benchmarks/downstream_sequence.py` "
-        "measures adding it from scratch and as a fine-tune before you rely on it."
-    )
-    card.write_text(head + note + "\n")
+    write_card(NAME, sur, seconds, rows,
+               "G_R only: random reference sentences (uniform tokens, lengths T/4..T, padded with -100) and logits "
+               "whose arg-max is the reference edited by substitutions, insertions (random or repeated tokens), "
+               "deletions, adjacent swaps and shifts at a random rate and mix per batch, at random logit scales and "
+               "confidence gaps.",
+               command="python scripts/zoo_sequence.py",
+               usage="import torch.nn.functional as F, metricloss as ml\n"
+                     f"sur = ml.pretrained({NAME!r})\n"
+                     "# logits (B, T, V) of a non-autoregressive model, y (B, T) int64 padded with -100\n"
+                     "loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100) + sur(logits, y)",
+               note=f"Its per-token inputs ({', '.join(cfg['features'])}, neighbour window {cfg['window']}) and "
+                    "sinusoidal positions do not depend on the vocabulary size or the maximum length, so "
+                    f"`ml.pretrained({NAME!r}, vocab_size=V, max_length=T)` accepts other shapes (the rows above for "
+                    f"other V and T measure how well it transfers); it was learned for {sur.report.task_config}. "
+                    "Hypotheses are decoded greedily (arg-max) at every non-padding position of the target.\n\n"
+                    "The gradient penalty sets its gradient norm to about 1 per batch, far larger than token "
+                    "cross-entropy's on a reasonable model, so with weight 1 it dominates a training step; "
+                    "`benchmarks/downstream_sequence.py` measures adding it from scratch and as a fine-tune before "
+                    "you rely on it.")
+    print(f"{path.name}: {path.stat().st_size / 1024:.0f} KiB")
 
 
 if __name__ == "__main__":
