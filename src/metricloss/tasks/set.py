@@ -64,6 +64,8 @@ from .base import Task, register_task
 __all__ = ["SetNet", "SetTask", "set_features"]
 
 FEATURES = ("prob", "sign", "rank")
+#: The default: only features that do not change with the scale of the scores, as the five metrics do not.
+DEFAULT_FEATURES = ("sign", "rank")
 
 
 def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str, ...],
@@ -118,7 +120,7 @@ class SetNet(nn.Module):
     averaged over labels); returns ``(N,)``.
     """
 
-    def __init__(self, features: tuple[str, ...] | list[str] = FEATURES,
+    def __init__(self, features: tuple[str, ...] | list[str] = DEFAULT_FEATURES,
                  temperatures: tuple[float, ...] | list[float] = (0.1, 0.5), hidden: int = 64, depth: int = 2,
                  embedding: int = 32, sharpness: float = 3.0) -> None:
         super().__init__()
@@ -252,8 +254,8 @@ class SetTask(Task):
         return bce.flatten(1).mean(dim=1)
 
     def default_net_config(self) -> dict[str, Any]:
-        return {"features": ["sign", "rank"], "temperatures": [0.1, 0.5], "hidden": 64, "depth": 2, "embedding": 32,
-                "sharpness": 3.0}
+        return {"features": list(DEFAULT_FEATURES), "temperatures": [0.1, 0.5], "hidden": 64, "depth": 2,
+                "embedding": 32, "sharpness": 3.0}
 
     def build_net(self, **net_config: Any) -> nn.Module:
         """:class:`SetNet` built with ``net_config`` (``features``, ``temperatures``, ``hidden``, ``depth``,
