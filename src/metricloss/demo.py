@@ -111,11 +111,14 @@ def _plots(folder: Path, name: str, ce: torch.Tensor, sl: torch.Tensor, acc: tor
     plt.close(fig)
 
     hist = [h for h in (sur.report.history if sur.report else []) if h["score"] is not None]
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot([h["step"] for h in hist], [h["score"] for h in hist], marker="o", ms=3)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot([h["step"] for h in hist], [h["score"] for h in hist], marker="o", ms=3, label="surrogate")
+    if sur.report is not None:
+        ax.axhline(sur.report.baseline_spearman, ls="--", color="grey", label="cross-entropy")
     ax.set_xlabel("learning step")
     ax.set_ylabel("held-out Spearman")
-    ax.set_title(f"{name}: surrogate correlation during learning (cf. Fig. 2b)")
+    ax.set_title(f"{name}: correlation during learning\n(validation batches; cf. ReLoss Fig. 2b)")
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(folder / f"{name}_learning_curve.png", dpi=110)
     plt.close(fig)
