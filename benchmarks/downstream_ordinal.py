@@ -93,24 +93,15 @@ def run(seeds: int = 10, progress: bool = True) -> dict[str, Any]:
     sur = ml.learn("mae", task="ordinal", num_classes=K, outputs=outputs, batch_size=BATCH, seed=0, progress=False,
                    **LEARN)
     rep = sur.report
-    agreement = {"spearman": rep.spearman, "baseline_spearman": rep.baseline_spearman,
-                 "batches": rep.n_validation_batches, "learn_seconds": rep.learn_seconds}
+    agreement = {"mae": {"spearman": rep.spearman, "baseline_spearman": rep.baseline_spearman,
+                         "batches": rep.n_validation_batches, "learn_seconds": rep.learn_seconds}}
     out = tab.compare(seeds, load, make_model, "CE", ce, {"MAE surrogate": sur}, evaluate, EPOCHS, LR, BATCH,
                       progress)
     return {**out, "agreement": agreement, "seconds": time.perf_counter() - t0}
 
 
 def markdown(out: dict[str, Any]) -> str:
-    a = out["agreement"]
-    lines = ["| surrogate | held-out batches of model outputs | CE Spearman | surrogate Spearman | learn s |",
-             "| --- | --- | --- | --- | --- |",
-             f"| mae | {a['batches']} | {a['baseline_spearman']:.4f} | {a['spearman']:.4f} "
-             f"| {a['learn_seconds']:.1f} |"]
-    return "\n\n".join(["\n".join(lines), tab.summary_table(out["results"], METRICS),
-                        "Paired differences (row − compared row, same seed), mean ± std; in brackets the seeds where "
-                        "the row was better / tied / worse:",
-                        tab.paired_table(out["results"], out["reference"], METRICS),
-                        tab.gradient_line(out["grads"], "CE")])
+    return tab.report(out, METRICS, "CE")
 
 
 if __name__ == "__main__":

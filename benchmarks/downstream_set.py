@@ -95,16 +95,7 @@ def run(seeds: int = 10, progress: bool = True) -> dict[str, Any]:
 
 
 def markdown(out: dict[str, Any]) -> str:
-    lines = ["| surrogate | held-out batches of model outputs | BCE Spearman | surrogate Spearman | learn s |",
-             "| --- | --- | --- | --- | --- |"]
-    for metric, a in out["agreement"].items():
-        lines.append(f"| {metric} | {a['batches']} | {a['baseline_spearman']:.4f} | {a['spearman']:.4f} "
-                     f"| {a['learn_seconds']:.1f} |")
-    return "\n\n".join(["\n".join(lines), tab.summary_table(out["results"], METRICS),
-                        "Paired differences (row − compared row, same seed), mean ± std; in brackets the seeds where "
-                        "the row was better / tied / worse:",
-                        tab.paired_table(out["results"], out["reference"], METRICS),
-                        tab.gradient_line(out["grads"], "BCE")])
+    return tab.report(out, METRICS, "BCE")
 
 
 if __name__ == "__main__":

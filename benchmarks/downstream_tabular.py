@@ -195,3 +195,19 @@ def gradient_line(grads: dict[str, float], baseline_name: str) -> str:
     cos = ", ".join(f"{k} {grads['cos ' + k]:+.3f}" for k in names[1:])
     return (f"Gradient w.r.t. the outputs on seed 0's from-scratch {baseline_name} model, mean over its training "
             f"batches: norm {norms}; cosine with {baseline_name}'s: {cos}.")
+
+
+def report(out: dict[str, Any], metrics: Sequence[Metric], baseline_name: str) -> str:
+    """The whole printed report of a run: the surrogates' agreement on held-out model outputs (``out["agreement"]``:
+    surrogate name -> Spearman of it and of the baseline, batch count, learning seconds), then
+    :func:`summary_table`, :func:`paired_table` and :func:`gradient_line`."""
+    lines = [f"| surrogate | held-out batches of model outputs | {baseline_name} Spearman | surrogate Spearman "
+             "| learn s |", "| --- | --- | --- | --- | --- |"]
+    for metric, a in out["agreement"].items():
+        lines.append(f"| {metric} | {a['batches']} | {a['baseline_spearman']:.4f} | {a['spearman']:.4f} "
+                     f"| {a['learn_seconds']:.1f} |")
+    return "\n\n".join(["\n".join(lines), summary_table(out["results"], metrics),
+                        "Paired differences (row − compared row, same seed), mean ± std; in brackets the seeds where "
+                        "the row was better / tied / worse:",
+                        paired_table(out["results"], out["reference"], metrics),
+                        gradient_line(out["grads"], baseline_name)])
