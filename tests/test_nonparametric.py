@@ -270,3 +270,26 @@ def test_other_errors():
         kernel_interpolation(torch.rand(3), torch.ones(0, 3, dtype=torch.bool), torch.rand(0), 0.1)
     with pytest.raises(ValueError, match="`pred` must be logits of shape"):
         NonParametricLoss("accuracy", num_classes=4)(torch.randn(2, 3), torch.tensor([0, 1]))
+
+
+def test_config_scaffolding_is_shared_with_uniloss_and_keeps_each_class_rules():
+    from metricloss.uniloss.configured import ConfiguredLoss
+
+    for cls, method in ((NonParametricLoss, "nonparametric"), (U.UniLoss, "uniloss")):
+        loss_fn = cls("accuracy", num_classes=4, seed=3)
+        assert isinstance(loss_fn, ConfiguredLoss)
+        cfg = loss_fn.config()
+        assert cfg["method"] == method and cfg["refactoring_config"] == {"num_classes": 4}
+        assert cls.from_config(cfg).config() == cfg
+        assert type(cls.from_config(cfg)) is cls
+        with pytest.raises(TypeError, match=rf"`config` must be a dict from {cls.__name__}\.config\(\), got list"):
+            cls.from_config([cfg])
+        z = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0))
+        y = torch.randint(0, 4, (3, 5), generator=torch.Generator().manual_seed(1))
+        assert loss_fn.batch_losses(z, y).shape == (3,) and not loss_fn.batch_losses(z, y).requires_grad
+        assert loss_fn.anchors(z[0], y[0]).bits.shape[1] == 5 * 3  # (num_classes - 1) comparisons per sample
+    # the non-parametric loss rejects other keys; UniLoss has always passed them on to the refactoring
+    with pytest.raises(ValueError, match=r"`config` has unknown key\(s\) \['num_classes'\]"):
+        NonParametricLoss.from_config({"refactoring": "accuracy", "num_classes": 4})
+    assert U.UniLoss.from_config({"refactoring": "accuracy", "num_classes": 4}).refactoring.config() == {
+        "num_classes": 4}

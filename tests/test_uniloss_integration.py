@@ -82,3 +82,21 @@ def test_gradient_term_survives_a_metric_that_never_moves():
 def test_gradient_only_objective_with_a_metric_that_never_moves_is_a_clear_error():
     with pytest.raises(RuntimeError, match="larger `sigma`"):
         ml.learn(_acc, num_classes=3, objective="gradient", **QUICK)
+
+
+def test_report_from_agreement_fills_the_shared_fields():
+    from metricloss.metrics.base import Metric
+    from metricloss.report import Report
+    from metricloss.tasks.base import get_task
+
+    task = get_task("classification", num_classes=3)
+    met = Metric("accuracy", lambda p, t: 0.0, True)
+    rep = Report.from_agreement(task, met, "uniloss", {"spearman": 0.5, "kendall": 0.4},
+                                {"spearman": 0.2, "kendall": 0.1}, validation="random batches (G_R)",
+                                n_validation_batches=8, batch_size=16, settings={"a": 1}, learn_seconds=2.0)
+    assert (rep.task, rep.task_config, rep.metric, rep.higher_is_better, rep.method) == (
+        "classification", {"num_classes": 3}, "accuracy", True, "uniloss")
+    assert (rep.spearman, rep.kendall, rep.baseline_spearman, rep.baseline_kendall) == (0.5, 0.4, 0.2, 0.1)
+    assert rep.baseline == task.baseline_name and rep.library_version == ml.__version__
+    assert (rep.n_validation_batches, rep.batch_size, rep.settings, rep.learn_seconds) == (8, 16, {"a": 1}, 2.0)
+    assert rep.gradient_agreement is None and rep.steps == 0

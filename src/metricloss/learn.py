@@ -151,8 +151,6 @@ def learn(
         >>> sur.report.spearman > sur.report.baseline_spearman - 0.2
         True
     """
-    from . import __version__
-
     check_choice(method, "method", ("reloss", "uniloss", "nonparametric"))
     if method == "uniloss":
         from .uniloss import learn_uniloss
@@ -402,23 +400,14 @@ def learn(
         grad_base = gradient_agreement(task_obj.baseline, met, probe_p, probe_t, sigma=sigma, seed=seed)
         metric_time += time.perf_counter() - t0
     learn_seconds = time.perf_counter() - t_start
-    report = Report(
-        task=task_obj.name,
-        task_config=task_obj.config(),
-        metric=met.name,
-        higher_is_better=met.higher_is_better,
-        method=objective if gradient_weight == 0 or objective == "gradient" else f"{objective}+gradient",
-        spearman=ours["spearman"],
-        kendall=ours["kendall"],
-        baseline=task_obj.baseline_name,
-        baseline_spearman=base["spearman"],
-        baseline_kendall=base["kendall"],
-        gradient_agreement=grad_ours,
-        baseline_gradient_agreement=grad_base,
+    report_method = objective if gradient_weight == 0 or objective == "gradient" else f"{objective}+gradient"
+    report = Report.from_agreement(
+        task_obj, met, report_method, ours, base,
         validation=validation,
         n_validation_batches=int(v_pred.shape[0]),
         batch_size=batch_size,
-        library_version=__version__,
+        gradient_agreement=grad_ours,
+        baseline_gradient_agreement=grad_base,
         settings=settings,
         steps=step,
         best_step=best_step,

@@ -68,11 +68,9 @@ import itertools
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from ._checks import check_float_tensor, check_positive
 from .evaluation import agreement, gradient_agreement, stack_batches
@@ -81,7 +79,6 @@ from .report import Report
 from .tasks.base import Task, get_task
 from .uniloss import (
     METRIC_REFACTORINGS,
-    REFACTORINGS,
     AnchorSet,
     Refactoring,
     draw_anchors,
@@ -89,6 +86,8 @@ from .uniloss import (
     relax,
     squared_distances,
 )
+from .uniloss.configured import ANCHOR_OPTIONS, ConfiguredLoss, check_refactoring
+from .uniloss.module import anchored_comparisons
 
 __all__ = [
     "DEFAULT_GRID",
@@ -111,8 +110,6 @@ OPTIONS: dict[str, Any] = {
     "fraction": 1.0,
     "scale": 1.0,
 }
-
-_ANCHOR_OPTIONS = ("num_good", "num_bad", "num_nearby", "good_flips", "nearby_flips", "fraction")
 
 #: The grid :func:`fit_nonparametric` searches by default (Cartesian product, 4 x 5 = 20 points). On random
 #: 10-class batches of 128 the gradient agreement rose with h up to about 1 and was flat beyond (h = 3 and 10 within
@@ -150,15 +147,6 @@ def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"`fraction` must be in (0, 1] (share of binary variables relaxed per call), got "
                          f"{options.get('fraction')!r}")
     return out
-
-
-def _check_refactoring(refactoring: Any) -> Refactoring:
-    if not isinstance(refactoring, Refactoring):
-        raise TypeError(
-            "`refactoring` must be a metricloss.uniloss.Refactoring (e.g. FunctionRefactoring(f, g)) or a built-in "
-            f"name ({', '.join(map(repr, REFACTORINGS))}); got {type(refactoring).__name__}"
-        )
-    return refactoring
 
 
 def kernel_interpolation(
@@ -244,7 +232,7 @@ def nonparametric_loss(
         >>> bool(logits.grad[1, 1] < 0)  # raising the wrong sample's target logit lowers the loss
         True
     """
-    refactoring = _check_refactoring(refactoring)
+    refactoring = check_refactoring(refactoring)
     opts = _check_options({
         "temperature": temperature, "bandwidth": bandwidth, "num_good": num_good, "num_bad": num_bad,
         "num_nearby": num_nearby, "good_flips": good_flips, "nearby_flips": nearby_flips, "fraction": fraction,
@@ -254,24 +242,15 @@ def nonparametric_loss(
     comparisons, context = refactoring.compare(pred, target)
     if anchors is None:
         anchors = draw_anchors(refactoring, comparisons, context, generator=generator,
-                               **{k: opts[k] for k in _ANCHOR_OPTIONS})
-    flat = comparisons.reshape(-1)
-    flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
-    if anchors.selected is not None:
-        if anchors.selected.shape != flat.shape:
-            raise ValueError(f"`anchors.selected` has {anchors.selected.numel()} entries; the batch {flat.numel()}")
-        flat = flat[anchors.selected]  # the other variables sit at their hard values, as in every anchor
-    if anchors.bits.dim() != 2 or anchors.bits.shape[1] != flat.numel():
-        raise ValueError(
-            f"`anchors` has configurations of {tuple(anchors.bits.shape)[1:]} bits; this batch has {flat.numel()}"
-        )
+                               **{k: opts[k] for k in ANCHOR_OPTIONS})
+    flat = anchored_comparisons(comparisons, anchors)
     u = relax(flat, opts["temperature"])
     estimate = kernel_interpolation(u, anchors.bits, anchors.values, opts["bandwidth"])
     gap = opts["scale"] * (anchors.best_value - estimate)
     return gap if refactoring.higher_is_better else -gap
 
 
-class NonParametricLoss(nn.Module):
+class NonParametricLoss(ConfiguredLoss):
     r"""The non-parametric surrogate as a loss module: ``loss(pred, target)`` is a scalar, lower is better,
     differentiable in ``pred``; no weights (see :func:`nonparametric_loss` and the module docstring).
 
@@ -292,30 +271,12 @@ class NonParametricLoss(nn.Module):
         True
     """
 
-    def __init__(self, refactoring: Refactoring | str = "accuracy", *, seed: int | None = None, **kwargs: Any
-                 ) -> None:
-        super().__init__()
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIONS}
-        if isinstance(refactoring, str):
-            if refactoring not in REFACTORINGS:
-                raise ValueError(
-                    f"`refactoring` must be one of {', '.join(map(repr, REFACTORINGS))} or a Refactoring object; "
-                    f"got {refactoring!r}"
-                )
-            try:
-                refactoring = REFACTORINGS[refactoring](**kwargs)
-            except TypeError as err:
-                raise TypeError(f"refactoring {refactoring!r}: {err}") from None
-        elif kwargs:
-            raise TypeError(f"unknown argument(s) {sorted(kwargs)} (refactoring arguments go to its constructor)")
-        self.refactoring = _check_refactoring(refactoring)
-        self.options = _check_options(options)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"`seed` must be an integer or None, got {seed!r}")
-        self.seed = seed
-        self._generators: dict[str, torch.Generator] = {}
-        #: Measured agreement with the metric (a :class:`~metricloss.report.Report`), from :func:`fit_nonparametric`.
-        self.report: Report | None = None
+    method: ClassVar[str] = "nonparametric"
+    OPTIONS: ClassVar[dict[str, Any]] = OPTIONS
+
+    @classmethod
+    def _checked_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        return _check_options(options)
 
     @property
     def temperature(self) -> float:
@@ -329,86 +290,15 @@ class NonParametricLoss(nn.Module):
     def scale(self) -> float:
         return self.options["scale"]
 
-    @property
-    def higher_is_better(self) -> bool:
-        return self.refactoring.higher_is_better
-
-    def _generator(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[key]
-
     def forward(self, pred: torch.Tensor, target: torch.Tensor, anchors: AnchorSet | None = None) -> torch.Tensor:
         device = pred.device if isinstance(pred, torch.Tensor) else torch.device("cpu")
         return nonparametric_loss(pred, target, self.refactoring, anchors=anchors,
                                   generator=self._generator(device), **self.options)
 
-    def anchors(self, pred: torch.Tensor, target: torch.Tensor) -> AnchorSet:
-        """Draw the anchors this loss would use for a batch (pass them back as ``anchors=`` to fix them)."""
-        self.refactoring.check(pred, target)
-        with torch.no_grad():
-            comparisons, context = self.refactoring.compare(pred, target)
-        return draw_anchors(self.refactoring, comparisons, context, generator=self._generator(pred.device),
-                            **{k: self.options[k] for k in _ANCHOR_OPTIONS})
-
-    def metric(self, pred: torch.Tensor, target: torch.Tensor) -> float:
-        """The exact metric of a batch through the refactoring."""
-        return self.refactoring.metric(pred, target)
-
     def stack_losses(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Losses of a stack of batches ``(N, ...)`` -> ``(N,)``, differentiable in ``pred`` (the per-batch loss
         function :func:`~metricloss.evaluation.gradient_agreement` expects)."""
         return torch.stack([self(p, t) for p, t in zip(pred, target, strict=True)])
-
-    def batch_losses(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Losses of a stack of batches ``(N, ...)`` -> ``(N,)``, without autograd."""
-        with torch.no_grad():
-            return self.stack_losses(pred, target).detach()
-
-    def save(self, path: str | Path) -> None:
-        """Save the configuration (and report) like a learned surrogate; load with :func:`metricloss.load`."""
-        from .io import save
-
-        save(self, path)
-
-    def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this loss (JSON-able)."""
-        return {
-            "method": "nonparametric",
-            "refactoring": self.refactoring.name,
-            "refactoring_config": self.refactoring.config(),
-            "seed": self.seed,
-            **self.options,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], refactoring: Refactoring | None = None) -> NonParametricLoss:
-        """Rebuild from :meth:`config`. A user-defined refactoring cannot be stored: pass it as ``refactoring``."""
-        if not isinstance(config, dict):
-            raise TypeError(f"`config` must be a dict from NonParametricLoss.config(), got {type(config).__name__}")
-        cfg = dict(config)
-        method = cfg.pop("method", "nonparametric")
-        if method != "nonparametric":
-            raise ValueError(f"`config` describes method {method!r}, not 'nonparametric'")
-        name = cfg.pop("refactoring", None)
-        ref_cfg = cfg.pop("refactoring_config", {})
-        seed = cfg.pop("seed", None)
-        unknown = set(cfg) - set(OPTIONS)
-        if unknown:
-            raise ValueError(f"`config` has unknown key(s) {sorted(unknown)}")
-        if refactoring is None:
-            if name not in REFACTORINGS:
-                raise ValueError(
-                    f"`config` uses the user-defined refactoring {name!r}, whose code is not stored; pass it as "
-                    "`refactoring=`"
-                )
-            if not isinstance(ref_cfg, dict):
-                raise TypeError("`config['refactoring_config']` must be a dict")
-            return cls(name, seed=seed, **ref_cfg, **cfg)
-        return cls(refactoring, seed=seed, **cfg)
 
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items()
@@ -487,8 +377,6 @@ def fit_nonparametric(
         >>> loss_fn.report.method, loss_fn.temperature in (0.3, 1.0), len(loss_fn.report.settings["grid"])
         ('nonparametric', True, 2)
     """
-    from . import __version__
-
     t0 = time.perf_counter()
     points = _grid_points(grid)
     task_obj = get_task(task, **task_kwargs)
@@ -574,23 +462,13 @@ def fit_nonparametric(
     grad_base = probe(task_obj.baseline, rep_p, rep_t)
 
     loss_fn = NonParametricLoss(refactoring, seed=seed, **chosen, **opts)  # fresh anchor generators
-    loss_fn.report = Report(
-        task=task_obj.name,
-        task_config=task_obj.config(),
-        metric=met.name,
-        higher_is_better=met.higher_is_better,
-        method="nonparametric",
-        spearman=ours["spearman"],
-        kendall=ours["kendall"],
-        baseline=task_obj.baseline_name,
-        baseline_spearman=base["spearman"],
-        baseline_kendall=base["kendall"],
-        gradient_agreement=grad_ours,
-        baseline_gradient_agreement=grad_base,
+    loss_fn.report = Report.from_agreement(
+        task_obj, met, "nonparametric", ours, base,
         validation=validation,
         n_validation_batches=int(rep_p.shape[0]),
         batch_size=batch_size,
-        library_version=__version__,
+        gradient_agreement=grad_ours,
+        baseline_gradient_agreement=grad_base,
         settings={**loss_fn.config(), "grid": scores, "selection_batches": int(n_sel), "directions": directions,
                   "sigma": sigma, "gradient_norm": gradient_norm},
         learn_seconds=time.perf_counter() - t0,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .metrics.base import Metric
+    from .tasks.base import Task
 
 __all__ = ["Report"]
 
@@ -49,6 +54,52 @@ class Report:
     def from_dict(cls, data: dict[str, Any]) -> Report:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_agreement(
+        cls,
+        task: Task,
+        metric: Metric,
+        method: str,
+        ours: Mapping[str, float],
+        baseline: Mapping[str, float],
+        *,
+        validation: str,
+        n_validation_batches: int,
+        batch_size: int,
+        **fields: Any,
+    ) -> Report:
+        """The report of a surrogate measured on held-out batches of ``task``, beside the task's baseline loss.
+
+        Args:
+            task, metric: the task (its name, configuration and baseline's name) and the metric (its name and
+                direction) the surrogate was measured on.
+            method: how the surrogate was made (``"spearman"``, ``"uniloss"``, ``"nonparametric"``, ...).
+            ours, baseline: :func:`~metricloss.evaluation.agreement` of the surrogate's and of the baseline's
+                losses with the metric (``"spearman"`` and ``"kendall"``).
+            validation, n_validation_batches, batch_size: what the held-out batches were and how many.
+            **fields: the other fields of :class:`Report` (``settings``, ``gradient_agreement``,
+                ``learn_seconds``, ...); ``library_version`` is this metricloss's.
+        """
+        from . import __version__
+
+        return cls(
+            task=task.name,
+            task_config=task.config(),
+            metric=metric.name,
+            higher_is_better=metric.higher_is_better,
+            method=method,
+            spearman=ours["spearman"],
+            kendall=ours["kendall"],
+            baseline=task.baseline_name,
+            baseline_spearman=baseline["spearman"],
+            baseline_kendall=baseline["kendall"],
+            validation=validation,
+            n_validation_batches=n_validation_batches,
+            batch_size=batch_size,
+            library_version=__version__,
+            **fields,
+        )
 
     def to_markdown(self) -> str:
         def fmt(x: float | None) -> str:

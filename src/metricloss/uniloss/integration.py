@@ -92,8 +92,6 @@ def learn_uniloss(
         >>> loss_fn.report.method, loss_fn.report.n_validation_batches
         ('uniloss', 16)
     """
-    from .. import __version__
-
     t0 = time.perf_counter()
     task_obj = get_task(task, **task_kwargs)
     options = dict(uniloss or {})
@@ -121,21 +119,11 @@ def learn_uniloss(
     ours = agreement(loss_fn.batch_losses(pred, target), values, met.higher_is_better)
     with torch.no_grad():
         base = agreement(task_obj.baseline(pred, target), values, met.higher_is_better)
-    loss_fn.report = Report(
-        task=task_obj.name,
-        task_config=task_obj.config(),
-        metric=met.name,
-        higher_is_better=met.higher_is_better,
-        method="uniloss",
-        spearman=ours["spearman"],
-        kendall=ours["kendall"],
-        baseline=task_obj.baseline_name,
-        baseline_spearman=base["spearman"],
-        baseline_kendall=base["kendall"],
+    loss_fn.report = Report.from_agreement(
+        task_obj, met, "uniloss", ours, base,
         validation=validation,
         n_validation_batches=int(pred.shape[0]),
         batch_size=batch_size,
-        library_version=__version__,
         settings=loss_fn.config(),
         learn_seconds=time.perf_counter() - t0,
         metric_seconds=metric_seconds,

@@ -20,18 +20,17 @@ Reference:
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from .._checks import check_positive
 from .anchors import AnchorSet, sample_anchors
+from .configured import ConfiguredLoss, check_refactoring
 from .interpolation import inverse_distance_weighting, relax
-from .refactorings import REFACTORINGS, Refactoring
+from .refactorings import Refactoring
 
-__all__ = ["OPTIONS", "UniLoss", "build", "draw_anchors", "uniloss"]
+__all__ = ["OPTIONS", "UniLoss", "anchored_comparisons", "build", "draw_anchors", "uniloss"]
 
 #: Keyword options of :class:`UniLoss` / :func:`uniloss` and their defaults (the paper's, with τ = p = 1).
 OPTIONS: dict[str, Any] = {
@@ -75,15 +74,6 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
         out[name] = _count(out[name], name, 1)
     out["fraction"] = _fraction(out["fraction"])
     return out
-
-
-def _check_refactoring(refactoring: Any) -> Refactoring:
-    if not isinstance(refactoring, Refactoring):
-        raise TypeError(
-            "`refactoring` must be a metricloss.uniloss.Refactoring (e.g. FunctionRefactoring(f, g)) or a built-in "
-            f"name ({', '.join(map(repr, REFACTORINGS))}); got {type(refactoring).__name__}"
-        )
-    return refactoring
 
 
 def draw_anchors(
@@ -152,6 +142,33 @@ def draw_anchors(
     return AnchorSet(bits, values if selected is None else values[1:], best, selected)
 
 
+def anchored_comparisons(comparisons: torch.Tensor, anchors: AnchorSet) -> torch.Tensor:
+    """The comparisons of a batch as the flat vector its anchors are drawn in, checked against them.
+
+    Flattened, in at least float32, and restricted to ``anchors.selected`` when a fraction of the variables was
+    drawn (the others sit at their hard values, as in every anchor). Raises a ``ValueError`` if the anchors were
+    drawn for a batch with another number of variables.
+
+    Example:
+        >>> from metricloss.uniloss import Accuracy
+        >>> ref = Accuracy()
+        >>> c, ctx = ref.compare(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+        >>> anchored_comparisons(c, draw_anchors(ref, c, ctx, fraction=1.0)).shape
+        torch.Size([2])
+    """
+    flat = comparisons.reshape(-1)
+    flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
+    if anchors.selected is not None:
+        if anchors.selected.shape != flat.shape:
+            raise ValueError(f"`anchors.selected` has {anchors.selected.numel()} entries; the batch {flat.numel()}")
+        flat = flat[anchors.selected]  # the other variables sit at their hard values, as in every anchor
+    if anchors.bits.dim() != 2 or anchors.bits.shape[1] != flat.numel():
+        raise ValueError(
+            f"`anchors` has configurations of {tuple(anchors.bits.shape)[1:]} bits; this batch has {flat.numel()}"
+        )
+    return flat
+
+
 def uniloss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -190,7 +207,7 @@ def uniloss(
         >>> bool(logits.grad[1, 1] < 0)  # raising the wrong sample's target logit lowers the loss
         True
     """
-    refactoring = _check_refactoring(refactoring)
+    refactoring = check_refactoring(refactoring)
     refactoring.check(pred, target)
     comparisons, context = refactoring.compare(pred, target)
     if anchors is None:
@@ -200,23 +217,14 @@ def uniloss(
         })
         del opts["temperature"], opts["power"]
         anchors = draw_anchors(refactoring, comparisons, context, generator=generator, **opts)
-    flat = comparisons.reshape(-1)
-    flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
-    if anchors.selected is not None:
-        if anchors.selected.shape != flat.shape:
-            raise ValueError(f"`anchors.selected` has {anchors.selected.numel()} entries; the batch {flat.numel()}")
-        flat = flat[anchors.selected]  # the other variables sit at their hard values, as in every anchor
-    if anchors.bits.dim() != 2 or anchors.bits.shape[1] != flat.numel():
-        raise ValueError(
-            f"`anchors` has configurations of {tuple(anchors.bits.shape)[1:]} bits; this batch has {flat.numel()}"
-        )
+    flat = anchored_comparisons(comparisons, anchors)
     u = relax(flat, temperature)
     estimate = inverse_distance_weighting(u, anchors.bits, anchors.values, power)
     gap = anchors.best_value - estimate
     return gap if refactoring.higher_is_better else -gap
 
 
-class UniLoss(nn.Module):
+class UniLoss(ConfiguredLoss):
     r"""UniLoss as a loss module: ``loss(pred, target)`` is a scalar, lower is better, differentiable in ``pred``.
 
     It has the call shape of a learned :class:`~metricloss.Surrogate` but no weights: the metric is evaluated
@@ -245,104 +253,20 @@ class UniLoss(nn.Module):
         True
     """
 
-    def __init__(
-        self, refactoring: Refactoring | str = "accuracy", *, seed: int | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__()
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIONS}
-        if isinstance(refactoring, str):
-            if refactoring not in REFACTORINGS:
-                raise ValueError(
-                    f"`refactoring` must be one of {', '.join(map(repr, REFACTORINGS))} or a Refactoring object; "
-                    f"got {refactoring!r}"
-                )
-            try:
-                refactoring = REFACTORINGS[refactoring](**kwargs)
-            except TypeError as err:
-                raise TypeError(f"refactoring {refactoring!r}: {err}") from None
-        elif kwargs:
-            raise TypeError(f"unknown argument(s) {sorted(kwargs)} (refactoring arguments go to its constructor)")
-        self.refactoring = _check_refactoring(refactoring)
-        self.options = _check_options(options)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"`seed` must be an integer or None, got {seed!r}")
-        self.seed = seed
-        self._generators: dict[str, torch.Generator] = {}
-        #: Measured agreement with the metric (a :class:`~metricloss.report.Report`), when built by
-        #: :func:`~metricloss.uniloss.learn_uniloss`.
-        self.report = None
+    method: ClassVar[str] = "uniloss"
+    OPTIONS: ClassVar[dict[str, Any]] = OPTIONS
+    # Other keys of a config have always gone on to the refactoring's constructor (e.g. a top-level
+    # "num_classes"); kept so that configs written by hand keep loading.
+    strict_config: ClassVar[bool] = False
 
-    @property
-    def higher_is_better(self) -> bool:
-        return self.refactoring.higher_is_better
-
-    def _generator(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[key]
+    @classmethod
+    def _checked_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        return _check_options(options)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, anchors: AnchorSet | None = None) -> torch.Tensor:
         device = pred.device if isinstance(pred, torch.Tensor) else torch.device("cpu")
         return uniloss(pred, target, self.refactoring, anchors=anchors, generator=self._generator(device),
                        **self.options)
-
-    def anchors(self, pred: torch.Tensor, target: torch.Tensor) -> AnchorSet:
-        """Draw the anchors this loss would use for a batch (pass them back as ``anchors=`` to fix them)."""
-        self.refactoring.check(pred, target)
-        with torch.no_grad():
-            comparisons, context = self.refactoring.compare(pred, target)
-        opts = {k: v for k, v in self.options.items() if k not in ("temperature", "power")}
-        return draw_anchors(self.refactoring, comparisons, context, generator=self._generator(pred.device), **opts)
-
-    def metric(self, pred: torch.Tensor, target: torch.Tensor) -> float:
-        """The exact metric of a batch through the refactoring."""
-        return self.refactoring.metric(pred, target)
-
-    def batch_losses(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Losses of a stack of batches ``(N, ...)`` -> ``(N,)``, without autograd."""
-        with torch.no_grad():
-            return torch.stack([self(p, t).detach() for p, t in zip(pred, target, strict=True)])
-
-    def save(self, path: str | Path) -> None:
-        """Save the configuration (and report) like a learned surrogate; load with :func:`metricloss.load`."""
-        from ..io import save
-
-        save(self, path)
-
-    def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this loss (JSON-able)."""
-        return {
-            "method": "uniloss",
-            "refactoring": self.refactoring.name,
-            "refactoring_config": self.refactoring.config(),
-            "seed": self.seed,
-            **self.options,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], refactoring: Refactoring | None = None) -> UniLoss:
-        """Rebuild from :meth:`config`. A user-defined refactoring cannot be stored: pass it as ``refactoring``."""
-        if not isinstance(config, dict):
-            raise TypeError(f"`config` must be a dict from UniLoss.config(), got {type(config).__name__}")
-        cfg = dict(config)
-        if cfg.pop("method", "uniloss") != "uniloss":
-            raise ValueError(f"`config` describes method {config['method']!r}, not 'uniloss'")
-        name = cfg.pop("refactoring", None)
-        ref_cfg = cfg.pop("refactoring_config", {})
-        seed = cfg.pop("seed", None)
-        if refactoring is None:
-            if name not in REFACTORINGS:
-                raise ValueError(
-                    f"`config` uses the user-defined refactoring {name!r}, whose code is not stored; pass it as "
-                    "`refactoring=`"
-                )
-            if not isinstance(ref_cfg, dict):
-                raise TypeError("`config['refactoring_config']` must be a dict")
-            return cls(name, seed=seed, **ref_cfg, **cfg)
-        return cls(refactoring, seed=seed, **cfg)
 
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items() if v != OPTIONS[k])
