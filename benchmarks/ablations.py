@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import metricloss as ml
-from common import machine_line
+from common import demo_outputs, machine_line
 from common import mean_std as ms
 from metricloss import datasets, demo, training
 from metricloss.evaluation import agreement
@@ -59,10 +59,7 @@ def main() -> None:
     print(machine_line() + " (at start)", flush=True)
     t_all = time.perf_counter()
 
-    split = datasets.load("digits")
-    train_out, test_out = demo._train_outputs(split, demo.SETTINGS["digits"], seed=0)
-    perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
-    outputs = [(logits[perm], split.y_train[perm]) for logits in train_out]
+    split, outputs, test_out = demo_outputs("digits")
     heldout = []
     for s in range(args.seeds):
         pred, target = demo.heldout_batches(test_out, split.y_test, per_checkpoint=8, seed=100 + s)

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 import metricloss as ml
-from common import machine_line
+from common import demo_outputs, machine_line
 from common import mean_std as ms
-from metricloss import datasets, demo
+from metricloss import demo
 from metricloss.evaluation import agreement
 from metricloss.metrics.classification import accuracy
 
@@ -45,10 +45,7 @@ def main() -> None:
              "| --- | --- | --- | --- | --- | --- |"]
     winners = []
     for name in ("digits", "mnist_5k"):
-        split = datasets.load(name)
-        train_out, test_out = demo._train_outputs(split, demo.SETTINGS[name], seed=0)
-        perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
-        outputs = [(logits[perm], split.y_train[perm]) for logits in train_out]
+        split, outputs, test_out = demo_outputs(name)
         heldout = []
         for s in range(seeds):
             pred, target = demo.heldout_batches(test_out, split.y_test, per_checkpoint=8, seed=100 + s)

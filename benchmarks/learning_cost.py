@@ -18,8 +18,7 @@ import time
 import torch
 
 import metricloss as ml
-from common import machine_line
-from metricloss import datasets, demo
+from common import demo_outputs, machine_line
 
 TARGET = 60.0  # seconds
 learn_module = importlib.import_module("metricloss.learn")
@@ -54,10 +53,7 @@ def timed_learn(**kwargs) -> tuple[ml.Surrogate, float, dict[int, float], float,
 def main() -> None:
     torch.set_num_threads(2)
     print(machine_line() + " (at start)", flush=True)
-    split = datasets.load("digits")
-    train_out, _ = demo._train_outputs(split, demo.SETTINGS["digits"], seed=0)
-    perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
-    outputs = [(logits[perm], split.y_train[perm]) for logits in train_out]
+    _, outputs, _ = demo_outputs("digits")
 
     rows, verdicts = [], []
     for label, kwargs in (("G_R only", {}), ("G_R + digits G_M", {"outputs": outputs})):
