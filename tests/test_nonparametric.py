@@ -21,6 +21,7 @@ from metricloss.nonparametric import (
     nonparametric_loss,
 )
 from metricloss.tasks.classification import ClassificationTask
+from profiles import examples
 
 
 def naive_nadaraya_watson(point: list[float], anchors: list[list[float]], values: list[float], h: float) -> float:
@@ -39,7 +40,7 @@ def _anchors(a: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return bits, values
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(a=st.integers(1, 8), n=st.integers(1, 12), h=st.floats(0.05, 5.0), seed=st.integers(0, 10_000))
 def test_kernel_interpolation_matches_a_naive_loop(a, n, h, seed):
     bits, values = _anchors(a, n, seed)

@@ -18,6 +18,7 @@ from metricloss import Surrogate
 from metricloss.metrics import ordinal as M
 from metricloss.tasks import get_task
 from metricloss.tasks import ordinal as O
+from profiles import examples
 
 K = 6
 QUICK = {"steps": 20, "batches_per_step": 16, "batch_size": 32, "pool_size": 128, "validation_batches": 32,
@@ -66,7 +67,7 @@ def test_metrics_match_independent_references(name):
             assert value == pytest.approx(_reference(name, pred.tolist(), target.tolist()), abs=1e-12)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, K - 1), st.integers(0, K - 1)), min_size=1, max_size=25))
 def test_metric_properties(pairs):
     pred = [p for p, _ in pairs]

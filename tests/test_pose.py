@@ -16,6 +16,7 @@ import metricloss as ml
 from metricloss.metrics import pose as pm
 from metricloss.tasks import get_task, pose
 from metricloss.tasks.pose import PoseNet, PoseTask, gaussian_heatmaps, heatmap_mse
+from profiles import examples
 
 K, H, W = 4, 8, 10
 
@@ -77,7 +78,7 @@ def test_pckh_matches_a_naive_loop(reference, alpha):
         assert float(got) == pytest.approx(_naive_pck(heat.numpy(), kp.numpy(), alpha, reference), abs=1e-12)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(b=st.integers(1, 4), k=st.integers(2, 5), h=st.integers(2, 7), w=st.integers(2, 7),
        alpha=st.floats(0.0, 1.5), seed=st.integers(0, 2**16), quantise=st.booleans())
 def test_pck_and_pckh_properties(b, k, h, w, alpha, seed, quantise):

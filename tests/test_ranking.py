@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from metricloss import ranking
+from profiles import examples
 
 METHODS = ("pairwise", "bitonic", "odd_even")
 RELAXATIONS = ("logistic", "cauchy")
@@ -190,10 +191,11 @@ def _sizes(method: str) -> st.SearchStrategy[int]:
     return st.integers(2, 16)
 
 
+@pytest.mark.hypothesis  # the @given test is nested: mark it so `make fuzz` (-m hypothesis) selects it
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
 @pytest.mark.parametrize("method", METHODS)
 def test_soft_rank_converges_to_rank(method: str, relaxation: str) -> None:
-    @settings(max_examples=30, deadline=None)
+    @settings(max_examples=examples(30), deadline=None)
     @given(x=tie_free_vectors(_sizes(method)))
     def check(x: torch.Tensor) -> None:
         exact = ranking.rank(x)
@@ -206,7 +208,7 @@ def test_soft_rank_converges_to_rank(method: str, relaxation: str) -> None:
 
 
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(data=st.data())
 def test_soft_correlations_converge_to_exact(relaxation: str, data: st.DataObject) -> None:
     a = data.draw(tie_free_vectors(st.integers(3, 16)), label="a")

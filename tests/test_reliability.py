@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 import metricloss as ml
+from profiles import examples
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bad_inputs import CASES
@@ -40,7 +41,7 @@ def test_a_batch_of_one_is_fine():
 
 
 @pytest.mark.parametrize("name", ml.zoo.available())
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(log_scale=st.floats(-2, 4), batch=st.integers(1, 300), seed=st.integers(0, 2**16),
        dtype=st.sampled_from(["float32", "bfloat16", "float16"]))
 def test_shipped_surrogates_are_finite_with_bounded_gradients(name, log_scale, batch, seed, dtype):

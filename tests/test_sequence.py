@@ -17,6 +17,7 @@ from metricloss.metrics import sequence as M
 from metricloss.metrics.base import Metric
 from metricloss.tasks import get_task
 from metricloss.tasks import sequence as S
+from profiles import examples
 
 V, T = 12, 10
 PAD = -100
@@ -171,7 +172,7 @@ def test_padding_in_the_middle_is_ignored():
     assert float(M.edit_distance(logits, target)) == 0.0
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.tuples(st.lists(st.integers(0, 5), min_size=1, max_size=8),
                           st.lists(st.integers(0, 5), min_size=1, max_size=8)), min_size=1, max_size=6))
 def test_metric_properties(pairs):

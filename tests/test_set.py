@@ -22,6 +22,7 @@ from metricloss import Surrogate
 from metricloss.metrics import set as M
 from metricloss.tasks import get_task
 from metricloss.tasks import set as S
+from profiles import examples
 
 QUICK = {"steps": 20, "batches_per_step": 16, "batch_size": 24, "pool_size": 128, "validation_batches": 32,
          "eval_every": 10, "gradient_probe": 0, "progress": False}
@@ -89,7 +90,7 @@ def test_metrics_match_scikit_learn(name, labels, ties):
             assert metric(pred, target) == pytest.approx(_sk(name, pred, target), abs=1e-12)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(st.integers(-3, 3), st.booleans()), min_size=1, max_size=30))
 def test_metrics_property_against_scikit_learn(pairs):
     pred = torch.tensor([float(s) for s, _ in pairs])

@@ -14,6 +14,7 @@ from sklearn.metrics import average_precision_score
 
 from metricloss import uniloss as U
 from metricloss.uniloss import anchors as anchors_mod
+from profiles import examples
 
 # --------------------------------------------------------------------------------------- naive references
 
@@ -65,7 +66,7 @@ def peaked_heatmaps(kp: torch.Tensor, h: int, w: int, gen: torch.Generator, jitt
 # ------------------------------------------------------------------------- refactored metric == true metric
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(b=st.integers(1, 12), c=st.integers(2, 7), seed=st.integers(0, 10_000))
 def test_accuracy_refactoring_equals_naive_loop(b, c, seed):
     gen = torch.Generator().manual_seed(seed)
@@ -75,7 +76,7 @@ def test_accuracy_refactoring_equals_naive_loop(b, c, seed):
     assert U.Accuracy(num_classes=c).metric(logits, target) == pytest.approx(naive_accuracy(logits, target), abs=1e-12)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     data=st.lists(st.tuples(st.floats(-50, 50, allow_nan=False), st.booleans()), min_size=1, max_size=30,
                   unique_by=lambda t: t[0]),
