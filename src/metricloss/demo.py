@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import datasets, training
+from ._optional import require
 from .evaluation import agreement
 from .learn import learn
 from .metrics.classification import accuracy
@@ -93,10 +94,8 @@ def _downstream(split: datasets.Split, cfg: dict[str, Any], sur: Surrogate, seed
 
 
 def _plots(folder: Path, name: str, ce: torch.Tensor, sl: torch.Tensor, acc: torch.Tensor, sur: Surrogate) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "demo", "the demo's plots").use("Agg")
+    plt = require("matplotlib.pyplot", "demo", "the demo's plots")
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, losses, label in ((axes[0], ce, "cross-entropy"), (axes[1], sl, "learned surrogate")):
