@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from . import metrics, objectives, ranking, tasks
+from .combine import CombinedLoss, combine
 from .io import load
 from .learn import learn
 from .report import Report
@@ -10,9 +11,11 @@ from .surrogate import Surrogate
 from .zoo import pretrained
 
 __all__ = [
+    "CombinedLoss",
     "Report",
     "Surrogate",
     "__version__",
+    "combine",
     "learn",
     "load",
     "metrics",
