@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import metricloss as ml
@@ -38,7 +39,7 @@ def test_auto_weight_is_ratio_of_hand_computed_gradient_norms():
     loss = ml.combine(quadratic, make_linear(c), ratio=0.3, momentum=0.0)
     value = loss(p, None)
     assert loss.weight == pytest.approx(0.3 * 10 / 2)
-    assert float(loss.base_grad_norm) == pytest.approx(10.0) and float(loss.surrogate_grad_norm) == pytest.approx(2.0)
+    assert loss.base_grad_norm == pytest.approx(10.0) and loss.surrogate_grad_norm == pytest.approx(2.0)
     assert value.item() == pytest.approx(25.0 + 1.5 * 8.0)
 
 
@@ -52,7 +53,7 @@ def test_auto_weight_ema_follows_its_recurrence():
         target = 2 * a / 1.0
         expected = target if expected is None else 0.75 * expected + 0.25 * target
         assert loss.weight == pytest.approx(expected)
-    assert int(loss.step) == 4 and int(loss.updates) == 4
+    assert loss.step == 4 and loss.updates == 4
 
 
 def test_surrogate_share_of_the_gradient_equals_ratio(sur, batch):
@@ -115,14 +116,14 @@ def test_zero_and_nan_surrogate_gradients_never_give_nan(batch):
     mode["nan"] = True
     loss(logits.clone().requires_grad_(True), y)
     assert loss.weight == before and math.isfinite(loss.weight)
-    assert math.isnan(float(loss.surrogate_grad_norm))  # the measurement is logged, not used
+    assert math.isnan(loss.surrogate_grad_norm)  # the measurement is logged, not used
 
 
 def test_evaluation_uses_the_last_weight_and_updates_nothing(sur, batch):
     logits, y = batch
     loss = ml.combine(F.cross_entropy, sur, momentum=0.0)
     loss(logits.clone().requires_grad_(True), y).backward()
-    w, state = loss.weight, {k: v.clone() for k, v in loss.state_dict().items()}
+    w, state = loss.weight, loss.get_extra_state()
     other = logits * 3
     with torch.no_grad():
         value = loss(other, y)
@@ -131,7 +132,7 @@ def test_evaluation_uses_the_last_weight_and_updates_nothing(sur, batch):
     loss.eval()
     loss(other.clone().requires_grad_(True), y)
     assert loss.weight == w
-    assert all(torch.equal(v, state[k]) for k, v in loss.state_dict().items())
+    assert torch.equal(loss.get_extra_state(), state) and loss.step == 1
 
 
 def test_warmup_and_schedule_scale_the_weight():
@@ -164,14 +165,18 @@ def test_any_base_callable(sur, batch):
     assert reg.weight == pytest.approx(0.5 * math.sqrt(5) / math.sqrt(0.5))
 
 
-def test_state_dict_round_trip_and_repr(sur, batch):
+def test_state_dict_round_trip_and_repr(sur, batch, tmp_path):
     logits, y = batch
     loss = ml.combine(F.cross_entropy, sur, warmup=10)
     for _ in range(3):
         loss(logits.clone().requires_grad_(True), y)
+    save_file(loss.state_dict(), tmp_path / "loss.safetensors")  # an all-tensor state dict
     fresh = ml.combine(F.cross_entropy, ml.pretrained("classification-accuracy"), warmup=10)
-    fresh.load_state_dict(loss.state_dict())
-    assert fresh.weight == loss.weight and int(fresh.step) == 3
+    fresh.load_state_dict(load_file(tmp_path / "loss.safetensors"))
+    assert fresh.weight == loss.weight and fresh.step == 3 and fresh.updates == 3
+    assert torch.equal(fresh.get_extra_state(), loss.get_extra_state())
+    loss.double()  # a dtype change leaves the state exact
+    assert loss.weight == fresh.weight
     text = repr(loss)
     assert "weight='auto'" in text and "ratio=0.5" in text and "step=3" in text and "warmup=10" in text
 

@@ -159,22 +159,22 @@ class CombinedLoss(nn.Module):
         self.schedule = schedule
         self.reduction = check_choice(reduction, "reduction", ("mean", "sum"))
         self.distributed = distributed
-        fixed = 0.0 if self.auto else float(weight)
-        # State (saved in state_dict): the smoothed weight, how many valid measurements made it, the training
-        # call counter, and the last measured gradient norms (for logging).
-        self.register_buffer("weight_ema", torch.tensor(fixed, dtype=torch.float64))
-        self.register_buffer("updates", torch.tensor(0, dtype=torch.int64))
-        self.register_buffer("step", torch.tensor(0, dtype=torch.int64))
-        self.register_buffer("base_grad_norm", torch.tensor(0.0, dtype=torch.float64))
-        self.register_buffer("surrogate_grad_norm", torch.tensor(0.0, dtype=torch.float64))
+        # State, saved in state_dict as "_extra_state" (Python numbers, not buffers: `.to(dtype)` never rounds
+        # them and DDP has no buffers to broadcast): the smoothed weight, how many valid measurements made it, the
+        # training call counter, and the last measured gradient norms (for logging).
+        self.weight_ema = 0.0 if self.auto else float(weight)
+        self.updates = 0
+        self.step = 0
+        self.base_grad_norm = 0.0
+        self.surrogate_grad_norm = 0.0
 
     @property
     def weight(self) -> float:
         """The surrogate's weight the next evaluation call uses (after warm-up and schedule)."""
-        return self._weight_at(max(int(self.step) - 1, 0))
+        return self._weight_at(max(self.step - 1, 0))
 
     def _weight_at(self, step: int) -> float:
-        w = float(self.weight_ema)
+        w = self.weight_ema
         if self.warmup:
             w *= min(1.0, step / self.warmup)
         if self.schedule is not None:
@@ -194,7 +194,7 @@ class CombinedLoss(nn.Module):
         if self._updating(pred):
             if self.auto:
                 self._update(base, sur, pred)
-            w = self._weight_at(int(self.step))
+            w = self._weight_at(self.step)
             self.step += 1
         else:
             w = self.weight
@@ -207,17 +207,16 @@ class CombinedLoss(nn.Module):
             sq = torch.tensor([gb * gb, gs * gs], dtype=torch.float64, device=pred.device)
             dist.all_reduce(sq)  # the norms of the whole global batch's gradients (up to a common scale)
             gb, gs = (math.sqrt(v) for v in sq.tolist())
-        self.base_grad_norm.fill_(gb)
-        self.surrogate_grad_norm.fill_(gs)
+        self.base_grad_norm, self.surrogate_grad_norm = gb, gs
         if not (math.isfinite(gb) and math.isfinite(gs) and gs > 0.0):
             return  # no usable measurement: keep the last weight (0 before the first)
         target_weight = self.ratio * gb / gs
         if not math.isfinite(target_weight):
             return  # gs so small that the ratio overflows
-        if int(self.updates) == 0:
-            self.weight_ema.fill_(target_weight)
+        if self.updates == 0:
+            self.weight_ema = target_weight
         else:
-            self.weight_ema.mul_(self.momentum).add_((1.0 - self.momentum) * target_weight)
+            self.weight_ema = self.momentum * self.weight_ema + (1.0 - self.momentum) * target_weight
         self.updates += 1
 
     def _sync(self) -> bool:
@@ -229,14 +228,27 @@ class CombinedLoss(nn.Module):
                                "more than one rank; call torch.distributed.init_process_group first")
         return bool(self.distributed)
 
+    _STATE = ("weight_ema", "updates", "step", "base_grad_norm", "surrogate_grad_norm")
+
+    def get_extra_state(self) -> torch.Tensor:
+        # One float64 tensor (exact for counters below 2**53), so state dicts stay all-tensor (safetensors, clone).
+        return torch.tensor([float(getattr(self, name)) for name in self._STATE], dtype=torch.float64)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        if not isinstance(state, torch.Tensor) or state.shape != (len(self._STATE),):
+            raise ValueError(f"CombinedLoss state must be a tensor of {len(self._STATE)} numbers "
+                             f"({', '.join(self._STATE)}), got {state!r}")
+        for name, value in zip(self._STATE, state.tolist(), strict=True):
+            setattr(self, name, type(getattr(self, name))(value))
+
     def extra_repr(self) -> str:
         if self.auto:
             mode = f"weight='auto', ratio={self.ratio}, momentum={self.momentum}"
         else:
-            mode = f"weight={float(self.weight_ema)}"
+            mode = f"weight={self.weight_ema}"
         extra = f", warmup={self.warmup}" if self.warmup else ""
         extra += ", schedule=custom" if self.schedule is not None else ""
-        return f"{mode}{extra}, reduction={self.reduction!r}, step={int(self.step)}, current={self.weight:.4g}"
+        return f"{mode}{extra}, reduction={self.reduction!r}, step={self.step}, current={self.weight:.4g}"
 
 
 def combine(
