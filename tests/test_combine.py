@@ -175,6 +175,11 @@ def test_state_dict_round_trip_and_repr(sur, batch, tmp_path):
     fresh.load_state_dict(load_file(tmp_path / "loss.safetensors"))
     assert fresh.weight == loss.weight and fresh.step == 3 and fresh.updates == 3
     assert torch.equal(fresh.get_extra_state(), loss.get_extra_state())
+    fixed = ml.combine(F.cross_entropy, ml.pretrained("classification-accuracy"), weight=0.25)
+    fixed.load_state_dict(loss.state_dict())
+    assert fixed.weight == 0.25 and fixed.step == 3
+    with pytest.raises(ValueError, match="state"):
+        fixed.set_extra_state(torch.zeros(2))
     loss.double()  # a dtype change leaves the state exact
     assert loss.weight == fresh.weight
     text = repr(loss)

@@ -239,6 +239,8 @@ class CombinedLoss(nn.Module):
             raise ValueError(f"CombinedLoss state must be a tensor of {len(self._STATE)} numbers "
                              f"({', '.join(self._STATE)}), got {state!r}")
         for name, value in zip(self._STATE, state.tolist(), strict=True):
+            if name == "weight_ema" and not self.auto:
+                continue  # a fixed weight is the constructor's, not the checkpoint's
             setattr(self, name, type(getattr(self, name))(value))
 
     def extra_repr(self) -> str:
