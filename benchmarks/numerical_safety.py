@@ -53,7 +53,7 @@ def gradient(sur: ml.Surrogate, pred: torch.Tensor, target: torch.Tensor, dtype:
 def surrogate(name: str, floor: float | None) -> ml.Surrogate:
     """A shipped surrogate by name, or a saved one by path; ``floor`` replaces its ordinal/set normaliser floor."""
     sur = ml.load(name) if name.endswith(".safetensors") else ml.pretrained(name)
-    for attr in ("spread_floor", "scale_floor"):
+    for attr in ("spread_floor", "sign_floor", "rank_floor"):
         if floor is not None and hasattr(sur.net, attr):
             setattr(sur.net, attr, floor)
     return sur
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="*", type=int, default=BATCHES, help="batch sizes (default: the grid's)")
     parser.add_argument("--scales", nargs="*", type=float, default=SCALES, help="scales (default: the grid's)")
     parser.add_argument("--floor", type=float, default=None,
-                        help="replace the ordinal `spread_floor` / set `scale_floor` of the surrogates probed")
+                        help="replace the ordinal `spread_floor` / set `sign_floor` and `rank_floor` of those probed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.draws} draws per cell\n")
