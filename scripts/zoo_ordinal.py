@@ -73,7 +73,9 @@ def make() -> None:
                      "loss = F.cross_entropy(logits, y) + sur(logits, y)",
                note="Its per-sample inputs (the target, and under a sharpened soft arg-max the expected class minus "
                     "the target, the mass within one class of the target and the expected class, all divided by "
-                    "K - 1) do not depend on the number of classes or on the logits' scale, so "
+                    "K - 1) do not depend on the number of classes, nor on the logits' scale while the standard "
+                    "deviation of a sample's logits is above its `spread_floor` of 1 (below it the soft arg-max has "
+                    "a fixed temperature, which bounds the gradient; docs/reliability.md), so "
                     f"`ml.pretrained({NAME!r}, num_classes=K)` accepts other K (the second row above measures "
                     f"K = 10); it was learned for {sur.report.task_config}, batches of {sur.report.batch_size}.")
     print(f"{path.name}: {path.stat().st_size / 1024:.0f} KiB")

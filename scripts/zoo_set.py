@@ -77,7 +77,9 @@ def make() -> None:
                     f"`ml.pretrained({NAME!r}, num_labels=L)` scores multi-label batches `(B, L)` with macro F1 (the "
                     "second row above measures that transfer); it was learned for binary scores, batches of "
                     f"{sur.report.batch_size}. Its inputs do not change with the scale of the scores, as F1 does "
-                    "not.")
+                    "not, while the batch's root-mean-square and standard deviation of the scores are above its "
+                    "`sign_floor` of 0.2 and `rank_floor` of 0.5 (below them the scores are divided by the floor, "
+                    "which bounds the gradient; docs/reliability.md).")
     print(f"{path.name}: {path.stat().st_size / 1024:.0f} KiB")
 
 

@@ -223,8 +223,8 @@ def test_net_equals_a_naive_loop(pool):
     got = net(pred, target)
     assert got.shape == (3,)
     for n in range(3):
-        emb = torch.stack([net.phi(O.ordinal_features(pred[n, b], target[n, b], net.features, net.sharpness))
-                           for b in range(7)])
+        emb = torch.stack([net.phi(O.ordinal_features(pred[n, b], target[n, b], net.features, net.sharpness,
+                                                      net.spread_floor)) for b in range(7)])
         want = emb.squeeze(-1).mean() if pool == "mean" else net.rho(emb.mean(0)).squeeze(-1)
         torch.testing.assert_close(got[n], want)
     perm = torch.randperm(7)
@@ -241,12 +241,49 @@ def test_net_gradcheck_and_double_backward_in_float64(pool):
     assert torch.autograd.gradgradcheck(lambda p: net(p, target), (x,))
 
 
-def test_default_net_is_invariant_to_the_logit_scale_and_shift():
+def _spread(pred: torch.Tensor) -> torch.Tensor:
+    return pred.std(dim=-1, correction=0)
+
+
+def test_default_net_is_invariant_to_the_logit_scale_and_shift_above_the_floor():
     torch.manual_seed(2)
     net = T.build_net(**T.default_net_config()).double()
+    assert net.spread_floor == O.SPREAD_FLOOR
     pred, target = T.random_batches(4, 9, torch.Generator().manual_seed(7))
     pred = pred.double()
+    pred = pred * (1.01 * net.spread_floor / _spread(pred).min())  # every sample's spread just above the floor
     torch.testing.assert_close(net(pred * 7.5 - 3.0, target), net(pred, target))
+
+
+def test_below_the_floor_the_sharp_softmax_has_a_fixed_temperature():
+    pred, target = T.random_batches(2, 9, torch.Generator().manual_seed(8))
+    pred = pred.double()
+    pred = pred * (0.5 / _spread(pred).max())  # every spread below a floor of 1
+    got = O.ordinal_features(pred, target, ("sharp_expected",), sharpness=4.0, spread_floor=1.0)[..., 0]
+    q = (4.0 * pred / 1.0).softmax(dim=-1)
+    torch.testing.assert_close(got, (q * torch.arange(K, dtype=torch.float64)).sum(-1) / (K - 1))
+
+
+@pytest.mark.parametrize("floor", [1e-3, 0.3, 1.0])
+def test_sharp_feature_gradient_is_bounded_by_sharpness_over_the_floor(floor):
+    # ||d f / d z|| <= beta / (2 max(sd, floor)) per feature of range 1 (docs/reliability.md), at any logit scale,
+    # identical logits included (sd = 0: the floor alone keeps it finite).
+    feats = ("sharp_error", "sharp_near", "sharp_expected")
+    pred, target = T.random_batches(1, 64, torch.Generator().manual_seed(9))
+    for scale in (0.0, 1e-4, 1e-2, 1.0, 1e3):
+        z = (pred[0].double() * scale).requires_grad_(True)
+        for i in range(len(feats)):
+            f = O.ordinal_features(z, target[0], feats, sharpness=4.0, spread_floor=floor)[..., i]
+            jac = torch.stack([torch.autograd.grad(f[b], z, retain_graph=True)[0][b] for b in range(64)])
+            assert torch.isfinite(jac).all()
+            bound = 4.0 / (2 * torch.maximum(_spread(z.detach()), torch.tensor(floor, dtype=torch.float64)))
+            assert (jac.norm(dim=-1) <= bound * (1 + 1e-9)).all()
+
+
+def test_nets_saved_without_a_floor_keep_the_old_one():
+    # Surrogates saved before `spread_floor` was stored have no such key: they must behave as before (1e-3).
+    config = {k: v for k, v in T.default_net_config().items() if k != "spread_floor"}
+    assert T.build_net(**config).spread_floor == 1e-3
 
 
 def test_net_config_errors():
@@ -258,6 +295,8 @@ def test_net_config_errors():
         T.build_net(pool="max")
     with pytest.raises(ValueError, match="`sharpness`"):
         T.build_net(sharpness=-1.0)
+    with pytest.raises(ValueError, match="`spread_floor`"):
+        T.build_net(spread_floor=0.0)
     with pytest.raises(ValueError, match="`depth`"):
         T.build_net(depth=0)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
@@ -23,7 +23,10 @@ from profiles import examples
 sys.path.insert(0, str(Path(__file__).parent))
 from bad_inputs import CASES
 
-GRAD_BOUND = 1e3
+#: docs/reliability.md ("Numerical safety"): every shipped surrogate's gradient norm is bounded by construction;
+#: the issue's requirement is 100 (measured maxima are about 20).
+GRAD_BOUND = 100.0
+FP16_MAX = float(torch.finfo(torch.float16).max)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.where}: {c.what}" for c in CASES])
@@ -40,23 +43,50 @@ def test_a_batch_of_one_is_fine():
     assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
 
 
+def _gradient(sur: ml.Surrogate, pred: torch.Tensor, target: torch.Tensor,
+              dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and gradient of ``sur(pred, target)``; for bfloat16/float16, under CPU autocast with the predictions in
+    that dtype, as a model under autocast emits them (float16 saturated at its largest finite value)."""
+    if dtype == "float32":
+        pred = pred.detach().requires_grad_(True)
+        loss = sur(pred, target)
+    else:
+        low = getattr(torch, dtype)
+        pred = pred.clamp(-FP16_MAX, FP16_MAX) if low == torch.float16 else pred
+        pred = pred.detach().to(low).requires_grad_(True)
+        with torch.autocast("cpu", dtype=low):
+            loss = sur(pred, target)
+    loss.float().backward()
+    return loss, pred.grad
+
+
 @pytest.mark.parametrize("name", ml.zoo.available())
 @settings(max_examples=examples(25), deadline=None)
 @given(log_scale=st.floats(-2, 4), batch=st.integers(1, 300), seed=st.integers(0, 2**16),
        dtype=st.sampled_from(["float32", "bfloat16", "float16"]))
+@example(log_scale=-2.0, batch=1, seed=0, dtype="float32")  # issue 11: ordinal-mae's gradient norm was 1478
+@example(log_scale=-2.0, batch=1, seed=197, dtype="float32")  # ordinal-mae: 6666 before the spread floor
+@example(log_scale=-2.0, batch=2, seed=123, dtype="float32")  # set-f1: 6398 before the sign and rank floors
+@example(log_scale=-2.0, batch=2, seed=0, dtype="bfloat16")
+@example(log_scale=4.0, batch=1, seed=0, dtype="float16")
 def test_shipped_surrogates_are_finite_with_bounded_gradients(name, log_scale, batch, seed, dtype):
     sur = ml.pretrained(name)
     pred, target = sur.task.random_batches(1, batch, torch.Generator().manual_seed(seed))
-    pred = (pred[0] * 10.0**log_scale).detach().requires_grad_(True)
-    if dtype == "float32":
-        loss = sur(pred, target[0])
-    else:
-        with torch.autocast("cpu", dtype=getattr(torch, dtype)):
-            loss = sur(pred, target[0])
-    loss.float().backward()
+    loss, grad = _gradient(sur, pred[0] * 10.0**log_scale, target[0], dtype)
     assert torch.isfinite(loss).all()
-    assert torch.isfinite(pred.grad).all()
-    assert float(pred.grad.norm()) < GRAD_BOUND
+    assert torch.isfinite(grad.float()).all()
+    assert float(grad.float().norm()) < GRAD_BOUND
+
+
+@pytest.mark.parametrize("name", ml.zoo.available())
+def test_shipped_surrogates_are_bounded_on_batches_of_4096(name):
+    # Large batches, deterministic (the property test above keeps its random batches small to stay fast).
+    sur = ml.pretrained(name)
+    pred, target = sur.task.random_batches(1, 4096, torch.Generator().manual_seed(4096))
+    for scale, dtype in ((1e-2, "float32"), (1e4, "bfloat16")):
+        loss, grad = _gradient(sur, pred[0] * scale, target[0], dtype)
+        assert torch.isfinite(loss).all() and torch.isfinite(grad.float()).all()
+        assert float(grad.float().norm()) < GRAD_BOUND
 
 
 def test_low_precision_inputs_without_autocast():

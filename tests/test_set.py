@@ -279,7 +279,8 @@ def test_net_equals_a_naive_loop_and_is_permutation_invariant(labels):
         per_label = []
         cols = [(pred[n], target[n])] if labels is None else [(pred[n, :, i], target[n, :, i]) for i in range(labels)]
         for s, y in cols:
-            f = S.set_features(s[None], y[None].double(), net.features, net.temperatures, net.sharpness)[0]
+            f = S.set_features(s[None], y[None].double(), net.features, net.temperatures, net.sharpness,
+                               net.sign_floor, net.rank_floor)[0]
             emb = net.phi(f)
             pos = emb[y > 0.5].mean(0)
             neg = emb[y < 0.5].mean(0)
@@ -289,13 +290,53 @@ def test_net_equals_a_naive_loop_and_is_permutation_invariant(labels):
     torch.testing.assert_close(net(pred[:, perm], target[:, perm]), got)
 
 
-def test_default_net_is_invariant_to_the_logit_scale():
+def test_default_net_is_invariant_to_the_logit_scale_above_the_floor():
     task = S.SetTask(2)
     torch.manual_seed(2)
     net = task.build_net(**task.default_net_config()).double()
+    assert (net.sign_floor, net.rank_floor) == (S.SIGN_FLOOR, S.RANK_FLOOR)
     pred, target = task.random_batches(4, 9, torch.Generator().manual_seed(7))
     pred = pred.double()
-    torch.testing.assert_close(net(pred * 0.05, target), net(pred, target))
+    floor = max(net.sign_floor, net.rank_floor)
+    pred = pred * (1.01 * floor / pred.std(dim=1, correction=0).min())  # sd (<= rms) just above both floors
+    torch.testing.assert_close(net(pred * 20.0, target), net(pred, target))
+
+
+def test_below_the_floor_scores_are_divided_by_the_floor():
+    s, y = S.SetTask().random_batches(3, 16, torch.Generator().manual_seed(4))
+    s = s.double() * (0.2 / s.double().square().mean(-1, keepdim=True).sqrt())  # sd <= rms = 0.2 < both floors
+    got = S.set_features(s, y.double(), ("sign", "rank"), (0.1,), sharpness=3.0, sign_floor=0.3, rank_floor=0.5)
+    torch.testing.assert_close(got[..., 0], torch.sigmoid(3.0 * s / 0.3))
+    diff = (s.unsqueeze(-1) - s.unsqueeze(-2)) / 0.5
+    all_above = ((16 - torch.sigmoid(diff / 0.1).sum(-1)) - 0.5) / 15
+    torch.testing.assert_close(got[..., -1], all_above)
+
+
+@pytest.mark.parametrize("floor", [1e-3, 0.5])
+def test_feature_jacobians_are_finite_and_bounded_at_any_scale(floor):
+    # docs/reliability.md: the soft sign's Jacobian has norm <= beta / (4 max(rms, floor)); a comparison feature
+    # (here "negatives below me" at tau) has row sums <= 1/(2 tau) and column sums <= (1 + (B-1)/n_neg)/(4 tau)
+    # with respect to s / max(sd, floor), so its norm is <= sqrt(product) / max(sd, floor). Identical scores
+    # (sd = rms = 0) included: there the floor alone keeps the Jacobian finite.
+    s, y = S.SetTask().random_batches(1, 24, torch.Generator().manual_seed(5))
+    s, y = s[0].double(), y[0].double()
+    b, n_neg, tau, beta = 24, float((1 - y).sum()), 0.1, 3.0
+    for scale, shift in ((0.0, 0.25), (1e-6, 0.0), (1e-2, 0.0), (1.0, 0.0), (1e3, 0.0)):
+        x = s * scale + shift
+        jac = torch.autograd.functional.jacobian(
+            lambda v: S.set_features(v[None], y[None], ("sign", "rank"), (tau,), beta, floor, floor)[0], x)
+        assert torch.isfinite(jac).all()
+        rms = max(float(x.square().mean().sqrt()), floor)
+        sd = max(float(x.std(correction=0)), floor)
+        assert float(torch.linalg.matrix_norm(jac[:, 0], 2)) <= beta / (4 * rms) * (1 + 1e-9)
+        comparison = ((1 / (2 * tau)) * (1 + (b - 1) / n_neg) / (4 * tau)) ** 0.5 / sd
+        assert float(torch.linalg.matrix_norm(jac[:, 2], 2)) <= comparison * (1 + 1e-9)
+
+
+def test_nets_saved_without_a_floor_keep_the_old_one():
+    config = {k: v for k, v in S.SetTask().default_net_config().items() if not k.endswith("_floor")}
+    net = S.SetTask().build_net(**config)
+    assert (net.sign_floor, net.rank_floor) == (1e-3, 1e-3)
 
 
 def test_net_gradcheck_and_double_backward_in_float64():
@@ -319,6 +360,10 @@ def test_net_config_errors():
         task.build_net(hidden=0)
     with pytest.raises(ValueError, match="`sharpness`"):
         task.build_net(sharpness=float("inf"))
+    with pytest.raises(ValueError, match="`sign_floor`"):
+        task.build_net(sign_floor=-0.5)
+    with pytest.raises(ValueError, match="`rank_floor`"):
+        task.build_net(rank_floor=0.0)
     with pytest.raises(TypeError):
         task.build_net(width=3)
 

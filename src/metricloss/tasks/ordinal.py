@@ -22,10 +22,12 @@ the loss, pooled over the batch in one of two ways:
   too.
 
 The default features do not change with the logit scale, as the three metrics do not, so a model trained with
-the surrogate cannot lower it by shrinking or inflating its logits. Measured, not assumed: with the
-:math:`p`-features and the log of the logits' spread as inputs, the MAE surrogate ranked G_R batches better
-(held-out Spearman 0.92 against 0.87 at K = 5) but drove the diabetes MLP of ``benchmarks/downstream_ordinal.py``
-to logits of spread 0.01 and a test MAE of 1.29 against CE's 0.90.
+the surrogate cannot lower it by shrinking or inflating its logits, as long as the standard deviation of a
+sample's logits stays above ``spread_floor`` (1 by default; below it the sharpened softmax has the fixed
+temperature ``spread_floor / sharpness``, which bounds the gradient, ``docs/reliability.md``).
+Measured, not assumed: with the :math:`p`-features and the log of the logits' spread as inputs, the MAE surrogate
+ranked G_R batches better (held-out Spearman 0.92 against 0.87 at K = 5) but drove the diabetes MLP of
+``benchmarks/downstream_ordinal.py`` to logits of spread 0.01 and a test MAE of 1.29 against CE's 0.90.
 
 The baseline is cross-entropy.
 
@@ -66,14 +68,20 @@ FEATURES = ("expected_error", "target_prob", "below", "above", "near", "expected
             "sharp_error", "sharp_near", "sharp_expected")
 #: The default: only features that do not change with the logit scale, as the metrics do not.
 DEFAULT_FEATURES = ("target", "sharp_error", "sharp_near", "sharp_expected")
+#: Floor of the logits' spread in the ``sharp_*`` features for new surrogates (``OrdinalNet``'s own default, 1e-3,
+#: is the floor of surrogates saved before it was stored in their config). See ``docs/reliability.md``.
+SPREAD_FLOOR = 1.0
 
 
 def ordinal_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[str, ...],
-                     sharpness: float = 4.0) -> torch.Tensor:
+                     sharpness: float = 4.0, spread_floor: float = 1e-3) -> torch.Tensor:
     r"""Per-sample features ``(..., B, F)`` of logits ``(..., B, K)`` and class indices ``(..., B)``.
 
-    The ``sharp_*`` features use :math:`q = \mathrm{softmax}(\beta z / \mathrm{sd}(z))` (``sharpness``
-    :math:`\beta`, the sample's logits standardised), a soft arg-max that does not fade at small logit scales.
+    The ``sharp_*`` features use :math:`q = \mathrm{softmax}(\beta z / \max(\mathrm{sd}(z), \epsilon))`
+    (``sharpness`` :math:`\beta`, the sample's logits standardised, ``spread_floor`` :math:`\epsilon`), a soft
+    arg-max that does not change with the logit scale while the spread is above :math:`\epsilon`. The floor bounds
+    their gradient: :math:`\lVert\partial q / \partial z\rVert \le \beta / (2\max(\mathrm{sd}(z), \epsilon))`;
+    below it, :math:`q` is a softmax at the fixed temperature :math:`\epsilon/\beta`.
     """
     k = logits.shape[-1]
     target = target.long()
@@ -84,7 +92,7 @@ def ordinal_features(logits: torch.Tensor, target: torch.Tensor, features: tuple
     offset = classes - target.unsqueeze(-1).to(logits.dtype)  # (..., B, K): class minus target
     y = target.to(logits.dtype)
     if any(name.startswith("sharp_") for name in features):
-        sd = logits.std(dim=-1, keepdim=True, correction=0).clamp_min(1e-3)
+        sd = logits.std(dim=-1, keepdim=True, correction=0).clamp_min(spread_floor)
         q = (sharpness * logits / sd).softmax(dim=-1)
         sharp_expected = (q * classes).sum(-1)
     out = []
@@ -126,7 +134,8 @@ class OrdinalNet(nn.Module):
     averages per-sample embeddings and maps the mean to the loss. Stacks ``(N, B, K)``, ``(N, B)`` -> ``(N,)``."""
 
     def __init__(self, features: tuple[str, ...] | list[str] = DEFAULT_FEATURES, pool: str = "deepsets",
-                 hidden: int = 64, depth: int = 2, embedding: int = 32, sharpness: float = 4.0) -> None:
+                 hidden: int = 64, depth: int = 2, embedding: int = 32, sharpness: float = 4.0,
+                 spread_floor: float = 1e-3) -> None:
         super().__init__()
         features = tuple(features)
         if not features or set(features) - set(FEATURES):
@@ -139,6 +148,9 @@ class OrdinalNet(nn.Module):
         self.sharpness = float(sharpness)
         if not (self.sharpness > 0 and math.isfinite(self.sharpness)):
             raise ValueError(f"`sharpness` must be a positive finite number, got {sharpness!r}")
+        self.spread_floor = float(spread_floor)
+        if not (self.spread_floor > 0 and math.isfinite(self.spread_floor)):
+            raise ValueError(f"`spread_floor` must be a positive finite number, got {spread_floor!r}")
         if pool == "mean":
             self.phi = _mlp(len(features), hidden, depth, 1)
             self.rho = None
@@ -147,7 +159,8 @@ class OrdinalNet(nn.Module):
             self.rho = _mlp(embedding, hidden, 1, 1)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        emb = self.phi(ordinal_features(logits, target, self.features, self.sharpness))  # (N, B, E)
+        feats = ordinal_features(logits, target, self.features, self.sharpness, self.spread_floor)
+        emb = self.phi(feats)  # (N, B, E)
         if self.rho is None:
             return emb.squeeze(-1).mean(dim=-1)
         return self.rho(emb.mean(dim=-2)).squeeze(-1)
@@ -235,8 +248,9 @@ class OrdinalTask(Task):
 
     def default_net_config(self) -> dict[str, Any]:
         return {"features": list(DEFAULT_FEATURES), "pool": "deepsets", "hidden": 64, "depth": 2, "embedding": 32,
-                "sharpness": 4.0}
+                "sharpness": 4.0, "spread_floor": SPREAD_FLOOR}
 
     def build_net(self, **net_config: Any) -> nn.Module:
-        """:class:`OrdinalNet` with ``net_config`` (``features``, ``pool``, ``hidden``, ``depth``, ``embedding``)."""
+        """:class:`OrdinalNet` with ``net_config`` (``features``, ``pool``, ``hidden``, ``depth``, ``embedding``,
+        ``sharpness``, ``spread_floor``)."""
         return OrdinalNet(**net_config)

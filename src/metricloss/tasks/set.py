@@ -19,10 +19,13 @@ each label's set independently and averaged over labels. For label :math:`l` wit
 quantities AUROC and AP are made of, while the soft sign :math:`\sigma(\beta s_b / \mathrm{rms}(s))`
 (:math:`\beta` = ``sharpness``, :math:`\mathrm{rms}(s) = \sqrt{\mathrm{mean}_j s_j^2}`) sees the threshold 0 that F1,
 MCC and balanced accuracy use. All of them are invariant to the logit scale, as the five metrics are: a
-training model cannot lower this loss by shrinking or inflating its logits. (With the plain :math:`\sigma(s_b)`
-in place of the soft sign, measured in ``benchmarks/downstream_set.py``, the F1 surrogate drove two of three
-breast-cancer MLPs to nearly constant, inverted scores: test F1 0.54, AP 0.22.) ``features`` can add ``"prob"``,
-:math:`\sigma(s_b)`.
+training model cannot lower this loss by shrinking or inflating its logits, as long as the batch's
+:math:`\mathrm{rms}(s)` stays above ``sign_floor`` (0.2 by default) and :math:`\mathrm{sd}(s)` above ``rank_floor``
+(0.5); the normalisers are floored there, :math:`\max(\mathrm{sd}(s), \epsilon)`, which bounds the gradient
+(``docs/reliability.md``).
+(With the plain :math:`\sigma(s_b)` in place of the soft sign, measured in ``benchmarks/downstream_set.py``, the
+F1 surrogate drove two of three breast-cancer MLPs to nearly constant, inverted scores: test F1 0.54, AP 0.22.)
+``features`` can add ``"prob"``, :math:`\sigma(s_b)`.
 An ELU MLP :math:`\phi` embeds each sample; the embeddings are averaged over the positives and over the
 negatives, and an ELU MLP :math:`\rho` maps them, with :math:`\pi`, to the label's loss:
 
@@ -66,21 +69,29 @@ __all__ = ["SetNet", "SetTask", "set_features"]
 FEATURES = ("prob", "sign", "rank")
 #: The default: only features that do not change with the scale of the scores, as the five metrics do not.
 DEFAULT_FEATURES = ("sign", "rank")
+#: Floors of the scores' rms (soft sign) and sd (comparisons) for new surrogates (``SetNet``'s own defaults, 1e-3,
+#: are the floors of surrogates saved before they were stored in their config). See ``docs/reliability.md``.
+SIGN_FLOOR = 0.2
+RANK_FLOOR = 0.5
 
 
 def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str, ...],
-                 temperatures: tuple[float, ...], sharpness: float = 3.0) -> torch.Tensor:
+                 temperatures: tuple[float, ...], sharpness: float = 3.0, sign_floor: float = 1e-3,
+                 rank_floor: float = 1e-3) -> torch.Tensor:
     r"""Per-sample features ``(M, B, F)`` of ``M`` sets of scores ``(M, B)`` with 0/1 targets ``(M, B)``.
 
     ``"prob"`` adds :math:`\sigma(s_b)`; ``"rank"`` adds the positive rate and, per temperature, the soft fractions
-    of negatives below, positives above and samples above each sample (the sample itself excluded).
+    of negatives below, positives above and samples above each sample (the sample itself excluded). The scores are
+    divided by their rms (``"sign"``, floored at ``sign_floor``) and sd (``"rank"``, floored at ``rank_floor``) over
+    the set: the features do not change with the scale of the scores above the floors, and their gradient is bounded
+    by a constant over the floor (``docs/reliability.md``).
     """
     y = target.to(scores.dtype)
     out = []
     if "prob" in features:
         out.append(torch.sigmoid(scores))
     if "sign" in features:
-        rms = scores.square().mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-3)
+        rms = scores.square().mean(dim=-1, keepdim=True).sqrt().clamp_min(sign_floor)
         out.append(torch.sigmoid(sharpness * scores / rms))
     if "rank" in features:
         b = scores.shape[-1]
@@ -88,8 +99,8 @@ def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str
         n_neg = b - n_pos
         rate = n_pos / b
         out.append(rate.expand_as(scores))
-        # Relative scale: comparisons do not change with the logit scale; floor keeps constant sets finite.
-        sd = scores.std(dim=-1, keepdim=True, correction=0).clamp_min(1e-3).unsqueeze(-1)
+        # Relative scale: comparisons do not change with the logit scale above the floor, which bounds the gradient.
+        sd = scores.std(dim=-1, keepdim=True, correction=0).clamp_min(rank_floor).unsqueeze(-1)
         diff = (scores.unsqueeze(-1) - scores.unsqueeze(-2)) / sd  # [m, i, j] = (s_i - s_j) / sd
         # Columns: negatives, positives, all; below @ columns counts soft "scored lower than me" per group.
         groups = torch.stack([1 - y, y, torch.ones_like(y)], dim=-1)
@@ -122,7 +133,8 @@ class SetNet(nn.Module):
 
     def __init__(self, features: tuple[str, ...] | list[str] = DEFAULT_FEATURES,
                  temperatures: tuple[float, ...] | list[float] = (0.1, 0.5), hidden: int = 64, depth: int = 2,
-                 embedding: int = 32, sharpness: float = 3.0) -> None:
+                 embedding: int = 32, sharpness: float = 3.0, sign_floor: float = 1e-3,
+                 rank_floor: float = 1e-3) -> None:
         super().__init__()
         features = tuple(features)
         if not features or set(features) - set(FEATURES):
@@ -138,6 +150,10 @@ class SetNet(nn.Module):
         self.sharpness = float(sharpness)
         if not (self.sharpness > 0 and math.isfinite(self.sharpness)):
             raise ValueError(f"`sharpness` must be a positive finite number, got {sharpness!r}")
+        self.sign_floor, self.rank_floor = float(sign_floor), float(rank_floor)
+        for value, name in ((sign_floor, "sign_floor"), (rank_floor, "rank_floor")):
+            if not (float(value) > 0 and math.isfinite(float(value))):
+                raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
         width = ("prob" in features) + ("sign" in features) + ("rank" in features) * (1 + 3 * len(temperatures))
         self.phi = _mlp(width, hidden, depth, embedding)
         self.rho = _mlp(2 * embedding + 1, hidden, depth, 1)
@@ -149,7 +165,8 @@ class SetNet(nn.Module):
             s, y = scores.transpose(1, 2), target.transpose(1, 2)
         n, num_labels, b = s.shape
         s, y = s.reshape(n * num_labels, b), y.reshape(n * num_labels, b).to(scores.dtype)
-        emb = self.phi(set_features(s, y, self.features, self.temperatures, self.sharpness))  # (M, B, E)
+        feats = set_features(s, y, self.features, self.temperatures, self.sharpness, self.sign_floor, self.rank_floor)
+        emb = self.phi(feats)  # (M, B, E)
         n_pos = y.sum(-1, keepdim=True)
         pos = (emb * y.unsqueeze(-1)).sum(-2) / n_pos.clamp_min(1)
         neg = (emb * (1 - y).unsqueeze(-1)).sum(-2) / (b - n_pos).clamp_min(1)
@@ -255,9 +272,10 @@ class SetTask(Task):
 
     def default_net_config(self) -> dict[str, Any]:
         return {"features": list(DEFAULT_FEATURES), "temperatures": [0.1, 0.5], "hidden": 64, "depth": 2,
-                "embedding": 32, "sharpness": 3.0}
+                "embedding": 32, "sharpness": 3.0, "sign_floor": SIGN_FLOOR,
+                "rank_floor": RANK_FLOOR}
 
     def build_net(self, **net_config: Any) -> nn.Module:
         """:class:`SetNet` built with ``net_config`` (``features``, ``temperatures``, ``hidden``, ``depth``,
-        ``embedding``)."""
+        ``embedding``, ``sharpness``, ``sign_floor``, ``rank_floor``)."""
         return SetNet(**net_config)
