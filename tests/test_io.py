@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import metricloss as ml
+import metricloss._serialization as mlser
 import metricloss.io as mlio
 from metricloss import Surrogate
 from metricloss.io import FORMAT_VERSION, SCHEMA, SurrogateFileError
@@ -321,7 +322,7 @@ def test_failed_rename_leaves_the_old_file(sur, existing, monkeypatch):
     def fail(src, dst):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(mlio.os, "replace", fail)
+    monkeypatch.setattr(mlser.os, "replace", fail)
     with pytest.raises(OSError, match="disk on fire"):
         sur.save(path)
     monkeypatch.undo()
@@ -351,7 +352,7 @@ def test_failed_write_midway_leaves_the_old_file(sur, existing, monkeypatch):
         def __getattr__(self, name):
             return getattr(self.fh, name)
 
-    monkeypatch.setattr(mlio.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+    monkeypatch.setattr(mlser.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
     with pytest.raises(OSError, match="no space left"):
         sur.save(path)
     monkeypatch.undo()
@@ -364,7 +365,7 @@ def test_failed_fsync_and_interrupt_leave_the_old_file(sur, existing, monkeypatc
     def interrupt(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mlio.os, "fsync", interrupt)
+    monkeypatch.setattr(mlser.os, "fsync", interrupt)
     with pytest.raises(KeyboardInterrupt):
         sur.save(path)
     monkeypatch.undo()
@@ -377,7 +378,7 @@ def test_failed_serialisation_leaves_the_old_file(sur, existing, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("serialiser broke")
 
-    monkeypatch.setattr(mlio, "_st_save", fail)
+    monkeypatch.setattr(mlser, "_st_save", fail)
     with pytest.raises(RuntimeError, match="serialiser broke"):
         sur.save(path)
     monkeypatch.undo()
