@@ -50,12 +50,12 @@ Example:
     >>> import torch
     >>> from metricloss.nonparametric import NonParametricLoss
     >>> loss_fn = NonParametricLoss("accuracy", num_classes=10, temperature=0.3, bandwidth=0.03, seed=0)
-    >>> logits = torch.randn(16, 10, requires_grad=True)
-    >>> target = torch.randint(0, 10, (16,))
-    >>> loss = loss_fn(logits, target)
-    >>> loss.backward()
-    >>> logits.grad.shape, 0.0 <= loss.item() <= 1.0
-    (torch.Size([16, 10]), True)
+    >>> logits = torch.randn(4, 16, 10, requires_grad=True)  # a stack of 4 batches of 16
+    >>> target = torch.randint(0, 10, (4, 16))
+    >>> losses = loss_fn.batch_losses(logits, target)  # one loss per batch, differentiable
+    >>> losses.sum().backward()
+    >>> losses.shape, bool(((0 <= losses) & (losses <= 1)).all()), logits.grad.shape
+    (torch.Size([4]), True, torch.Size([4, 16, 10]))
 
 References:
     E. A. Nadaraya, *On estimating regression*, 1964; G. S. Watson, *Smooth regression analysis*, 1964.
@@ -75,8 +75,7 @@ from typing import Any, ClassVar
 import torch
 
 from ._checks import check_int, check_positive
-from .anchored.anchors import AnchorSet
-from .anchored.base import ANCHOR_DEFAULTS, AnchoredLoss, anchored_loss, check_options, check_refactoring
+from .anchored.base import ANCHOR_DEFAULTS, AnchoredLoss, check_options
 from .anchored.builder import AnchoredSetup, heldout_batches, setup
 from .anchored.kernels import gaussian_kernel, kernel_interpolation
 from .anchored.refactorings import Refactoring
@@ -106,39 +105,21 @@ DEFAULT_GRID: dict[str, tuple[float, ...]] = {
 }
 
 
-def nonparametric_loss(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    refactoring: Refactoring,
-    *,
-    temperature: float = 1.0,
-    bandwidth: float = 0.1,
-    num_good: int = 16,
-    num_bad: int = 16,
-    num_nearby: int = 16,
-    good_flips: int = 1,
-    nearby_flips: int = 1,
-    fraction: float = 1.0,
-    scale: float = 1.0,
-    anchors: AnchorSet | None = None,
-    generator: torch.Generator | None = None,
-    validate: bool = True,
-) -> torch.Tensor:
+def nonparametric_loss(pred: torch.Tensor, target: torch.Tensor, refactoring: Refactoring, **kwargs: Any
+                       ) -> torch.Tensor:
     r"""The non-parametric loss of one batch, :math:`s\,(g(\mathbf 1) - \hat g(\sigma(f(\mathrm{pred},
     \mathrm{target}) / \tau)))` (see the module docstring).
 
     Args:
         pred, target: one batch in the refactoring's call shapes.
         refactoring: the metric's :class:`~metricloss.uniloss.Refactoring`.
-        temperature: :math:`\tau` of the sigmoid relaxation.
-        bandwidth: :math:`h` of the Gaussian kernel, relative to :math:`\sqrt n`.
-        num_good, num_bad, num_nearby, good_flips, nearby_flips, fraction: anchor options, as in UniLoss
-            (:func:`~metricloss.uniloss.draw_anchors`).
-        scale: :math:`s > 0`, a constant factor (:func:`fit_nonparametric` sets it so that gradients have a
-            median norm of 1 on its selection batches).
-        anchors: a fixed :class:`~metricloss.uniloss.AnchorSet` (then none is drawn; for tests and analysis).
-        generator: random source for the anchors.
-        validate: run the input checks (``False`` skips those that synchronise with the device).
+        **kwargs: ``anchors=``, a fixed :class:`~metricloss.uniloss.AnchorSet` (then none is drawn; for tests and
+            analysis); ``generator=``, the random source for the anchors; ``validate=False`` skips the input checks
+            that synchronise with the device; and the keys of :data:`OPTIONS` (defaults there): ``temperature``
+            :math:`\tau` of the sigmoid relaxation; ``bandwidth`` :math:`h` of the Gaussian kernel, relative to
+            :math:`\sqrt n`; ``scale`` :math:`s > 0`, a constant factor (:func:`fit_nonparametric` sets it so that
+            gradients have a median norm of 1 on its selection batches); the anchor options as in UniLoss
+            (:func:`~metricloss.anchored.draw_anchors`).
 
     Returns:
         A 0-d tensor, lower is better, differentiable in ``pred`` (computed in at least float32).
@@ -149,17 +130,10 @@ def nonparametric_loss(
         >>> loss = nonparametric_loss(logits, torch.tensor([0, 1]), Accuracy(), temperature=0.3, bandwidth=0.3,
         ...                           generator=torch.Generator().manual_seed(0))
         >>> loss.backward()
-        >>> bool(logits.grad[1, 1] < 0)  # raising the wrong sample's target logit lowers the loss
-        True
+        >>> logits.grad[1, 1] < 0, nonparametric_loss(logits.detach()[:1], torch.tensor([0]), Accuracy()).item()
+        (tensor(True), 0.0)
     """
-    refactoring = check_refactoring(refactoring)
-    options = check_options({
-        "temperature": temperature, "bandwidth": bandwidth, "num_good": num_good, "num_bad": num_bad,
-        "num_nearby": num_nearby, "good_flips": good_flips, "nearby_flips": nearby_flips, "fraction": fraction,
-        "scale": scale,
-    }, OPTIONS, _POSITIVE, "non-parametric")
-    return anchored_loss(pred, target, refactoring, gaussian_kernel, options, anchors=anchors, generator=generator,
-                         validate=validate)
+    return NonParametricLoss.functional(pred, target, refactoring, **kwargs)
 
 
 class NonParametricLoss(AnchoredLoss, kind="nonparametric"):
@@ -185,7 +159,6 @@ class NonParametricLoss(AnchoredLoss, kind="nonparametric"):
         True
     """
 
-    method: ClassVar[str] = "nonparametric"
     OPTIONS: ClassVar[dict[str, Any]] = OPTIONS
     POSITIVE: ClassVar[tuple[str, ...]] = _POSITIVE
     label: ClassVar[str] = "non-parametric"

@@ -5,9 +5,11 @@ the batch's hard configuration (:mod:`.anchors`, :mod:`.draw`) through the metri
 (:mod:`.refactorings`), and interpolate those values (:mod:`.kernels`); :mod:`.base` holds the loss of one batch and
 the module base :class:`AnchoredLoss`. They differ only by their kernel: :mod:`metricloss.uniloss` uses inverse
 distances, :mod:`metricloss.nonparametric` a Gaussian. Their builders (:func:`metricloss.build_uniloss`,
-:func:`metricloss.fit_nonparametric`) share :mod:`.builder`.
+:func:`metricloss.fit_nonparametric`) share :mod:`.builder`. The built-in refactorings (``Accuracy``,
+``AveragePrecision``, ``PCK``) are exported by :mod:`metricloss.uniloss`.
 """
 
+from . import refactorings
 from .anchors import AnchorSet, flip_toward_best, random_bits, sample_anchors
 from .base import ANCHOR_DEFAULTS, ANCHOR_OPTIONS, AnchoredLoss, anchored_loss, check_options, check_refactoring
 from .draw import anchored_comparisons, draw_anchors
@@ -19,42 +21,20 @@ from .kernels import (
     kernel_interpolation,
     squared_distances,
 )
-from .refactorings import (
-    PCK,
-    REFACTORINGS,
-    Accuracy,
-    AveragePrecision,
-    FunctionRefactoring,
-    PCKLayout,
-    Refactoring,
-    accuracy_comparisons,
-    accuracy_from_bits,
-    average_precision_comparisons,
-    average_precision_from_bits,
-    pck_comparisons,
-    pck_from_bits,
-)
+from .refactorings import REFACTORINGS, FunctionRefactoring, Refactoring
 from .relaxation import relax
 
 __all__ = [
     "ANCHOR_DEFAULTS",
     "ANCHOR_OPTIONS",
-    "PCK",
     "REFACTORINGS",
-    "Accuracy",
     "AnchorSet",
     "AnchoredLoss",
-    "AveragePrecision",
     "FunctionRefactoring",
     "Kernel",
-    "PCKLayout",
     "Refactoring",
-    "accuracy_comparisons",
-    "accuracy_from_bits",
     "anchored_comparisons",
     "anchored_loss",
-    "average_precision_comparisons",
-    "average_precision_from_bits",
     "check_options",
     "check_refactoring",
     "draw_anchors",
@@ -63,9 +43,8 @@ __all__ = [
     "idw_kernel",
     "inverse_distance_weighting",
     "kernel_interpolation",
-    "pck_comparisons",
-    "pck_from_bits",
     "random_bits",
+    "refactorings",
     "relax",
     "sample_anchors",
     "squared_distances",

@@ -133,8 +133,6 @@ class AnchoredLoss(MetricLoss):
             (``num_classes=``, ``alpha=``).
     """
 
-    #: The ``"method"`` of :meth:`config` (and of saved files): the kind's name.
-    method: ClassVar[str]
     #: Keyword options of the loss and their defaults.
     OPTIONS: ClassVar[dict[str, Any]]
     #: The options that must be positive numbers.
@@ -159,6 +157,15 @@ class AnchoredLoss(MetricLoss):
         self.seed = seed
         self._generators: dict[str, torch.Generator] = {}
         self._freeze()
+
+    @classmethod
+    def functional(cls, pred: torch.Tensor, target: torch.Tensor, refactoring: Refactoring, *,
+                   anchors: AnchorSet | None = None, generator: torch.Generator | None = None, validate: bool = True,
+                   **options: Any) -> torch.Tensor:
+        """The loss of one batch with this kind's kernel and ``options`` (checked; defaults in ``OPTIONS``)."""
+        checked = cls._checked_options(options)
+        return anchored_loss(pred, target, check_refactoring(refactoring), cls.kernel, checked, anchors=anchors,
+                             generator=generator, validate=validate)
 
     @classmethod
     def _checked_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -197,7 +204,7 @@ class AnchoredLoss(MetricLoss):
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this loss but its task (JSON-able)."""
         return {
-            "method": self.method,
+            "method": self.kind,
             "refactoring": self.refactoring.name,
             "refactoring_config": self.refactoring.config(),
             "seed": self.seed,
@@ -218,9 +225,9 @@ class AnchoredLoss(MetricLoss):
         if tensors:
             raise ValueError(f"a {cls.__name__} has no weights; got tensors {sorted(tensors)}")
         cfg = dict(config)
-        method = cfg.pop("method", cls.method)
-        if method != cls.method:
-            raise ValueError(f"`config` describes method {method!r}, not {cls.method!r}")
+        method = cfg.pop("method", cls.kind)
+        if method != cls.kind:
+            raise ValueError(f"`config` describes method {method!r}, not {cls.kind!r}")
         name = cfg.pop("refactoring", None)
         ref_cfg = cfg.pop("refactoring_config", {})
         seed = cfg.pop("seed", None)

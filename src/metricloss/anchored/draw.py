@@ -20,29 +20,26 @@ def draw_anchors(
     comparisons: torch.Tensor,
     context: Any,
     *,
-    num_good: int = 16,
-    num_bad: int = 16,
-    num_nearby: int = 16,
-    good_flips: int = 1,
-    nearby_flips: int = 1,
     fraction: float = 1.0,
     generator: torch.Generator | None = None,
     validate: bool = True,
+    **counts: int,
 ) -> AnchorSet:
     """Anchors around the hard configuration of ``comparisons`` and their exact values, by one call of ``g``.
 
     Args:
         refactoring: supplies ``g`` (:meth:`~Refactoring.evaluate`) and the nearby-anchor rule.
         comparisons, context: what :meth:`~Refactoring.compare` returned for the batch.
-        num_good, num_bad, num_nearby, good_flips, nearby_flips: see :func:`~metricloss.uniloss.sample_anchors`.
         fraction: share of the variables relaxed at this call, drawn at random. The anchors are then drawn in
             the subspace of the selected variables (the best anchor sets those to 1, nearby ones flip those, ...);
             ``g`` is evaluated on full configurations that equal the hard one elsewhere.
         generator: random source on ``comparisons``' device.
         validate: check that ``g`` returned finite values (a check that synchronises with the device).
+        **counts: ``num_good``, ``num_bad``, ``num_nearby``, ``good_flips``, ``nearby_flips`` of
+            :func:`~metricloss.anchored.sample_anchors` (defaults 16, 16, 16, 1, 1).
 
     Example:
-        >>> from metricloss.anchored import Accuracy
+        >>> from metricloss.uniloss import Accuracy
         >>> ref = Accuracy()
         >>> c, ctx = ref.compare(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
         >>> a = draw_anchors(ref, c, ctx, generator=torch.Generator().manual_seed(0))
@@ -58,12 +55,9 @@ def draw_anchors(
     nearby = None
     if type(refactoring).nearby is not Refactoring.nearby:
         def nearby(h: torch.Tensor, count: int, gen: torch.Generator | None) -> torch.Tensor:
-            full = refactoring.nearby(hard, count, nearby_flips, gen, context)
+            full = refactoring.nearby(hard, count, counts.get("nearby_flips", 1), gen, context)
             return full if selected is None else full[:, selected]
-    bits = sample_anchors(
-        hard if selected is None else hard[selected], num_good=num_good, num_bad=num_bad, num_nearby=num_nearby,
-        good_flips=good_flips, nearby_flips=nearby_flips, nearby=nearby, generator=generator,
-    )
+    bits = sample_anchors(hard if selected is None else hard[selected], nearby=nearby, generator=generator, **counts)
     if selected is None:
         stack = bits
     else:  # full configurations: the all-correct one (for the loss's offset), then the anchors
@@ -91,7 +85,7 @@ def anchored_comparisons(comparisons: torch.Tensor, anchors: AnchorSet) -> torch
     drawn for a batch with another number of variables.
 
     Example:
-        >>> from metricloss.anchored import Accuracy
+        >>> from metricloss.uniloss import Accuracy
         >>> ref = Accuracy()
         >>> c, ctx = ref.compare(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
         >>> anchored_comparisons(c, draw_anchors(ref, c, ctx, fraction=1.0)).shape

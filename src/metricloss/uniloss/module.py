@@ -25,8 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..anchored.anchors import AnchorSet
-from ..anchored.base import ANCHOR_DEFAULTS, AnchoredLoss, anchored_loss, check_options, check_refactoring
+from ..anchored.base import ANCHOR_DEFAULTS, AnchoredLoss
 from ..anchored.kernels import idw_kernel
 from ..anchored.refactorings import Refactoring
 
@@ -37,34 +36,18 @@ OPTIONS: dict[str, Any] = {"temperature": 1.0, "power": 1.0, **ANCHOR_DEFAULTS}
 _POSITIVE = ("temperature", "power")
 
 
-def uniloss(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    refactoring: Refactoring,
-    *,
-    temperature: float = 1.0,
-    power: float = 1.0,
-    num_good: int = 16,
-    num_bad: int = 16,
-    num_nearby: int = 16,
-    good_flips: int = 1,
-    nearby_flips: int = 1,
-    fraction: float = 1.0,
-    anchors: AnchorSet | None = None,
-    generator: torch.Generator | None = None,
-    validate: bool = True,
-) -> torch.Tensor:
+def uniloss(pred: torch.Tensor, target: torch.Tensor, refactoring: Refactoring, **kwargs: Any) -> torch.Tensor:
     r"""UniLoss of one batch: :math:`g(\mathbf 1) - \tilde g(\sigma(f(\mathrm{pred}, \mathrm{target})/\tau); a)`.
 
     Args:
         pred, target: one batch in the refactoring's call shapes.
         refactoring: the metric's :class:`~metricloss.uniloss.Refactoring`.
-        temperature: :math:`\tau` of the sigmoid relaxation.
-        power: :math:`p` of the inverse-distance weights :math:`d^{-p}` (Euclidean :math:`d`).
-        num_good, num_bad, num_nearby, good_flips, nearby_flips, fraction: anchor options (:func:`draw_anchors`).
-        anchors: a fixed :class:`~metricloss.uniloss.AnchorSet` (then no anchor is drawn; for tests and analysis).
-        generator: random source for the anchors.
-        validate: run the input checks (``False`` skips those that synchronise with the device).
+        **kwargs: ``anchors=``, a fixed :class:`~metricloss.uniloss.AnchorSet` (then none is drawn; for tests and
+            analysis); ``generator=``, the random source for the anchors; ``validate=False`` skips the input checks
+            that synchronise with the device; and the keys of :data:`OPTIONS` (defaults there): ``temperature``
+            :math:`\tau` of the sigmoid relaxation; ``power`` :math:`p` of the inverse-distance weights
+            :math:`d^{-p}` (Euclidean :math:`d`); the anchor options ``num_good``, ``num_bad``, ``num_nearby``,
+            ``good_flips``, ``nearby_flips``, ``fraction`` (:func:`~metricloss.anchored.draw_anchors`).
 
     Returns:
         A 0-d tensor, lower is better, differentiable in ``pred`` (computed in at least float32).
@@ -77,13 +60,7 @@ def uniloss(
         >>> bool(logits.grad[1, 1] < 0)  # raising the wrong sample's target logit lowers the loss
         True
     """
-    refactoring = check_refactoring(refactoring)
-    options = check_options({
-        "temperature": temperature, "power": power, "num_good": num_good, "num_bad": num_bad,
-        "num_nearby": num_nearby, "good_flips": good_flips, "nearby_flips": nearby_flips, "fraction": fraction,
-    }, OPTIONS, _POSITIVE, "UniLoss")
-    return anchored_loss(pred, target, refactoring, idw_kernel, options, anchors=anchors, generator=generator,
-                         validate=validate)
+    return UniLoss.functional(pred, target, refactoring, **kwargs)
 
 
 class UniLoss(AnchoredLoss, kind="uniloss"):
@@ -114,11 +91,10 @@ class UniLoss(AnchoredLoss, kind="uniloss"):
         >>> loss.backward()
         >>> logits.grad.shape, 0.0 <= loss.item() <= 1.0
         (torch.Size([32, 10]), True)
-        >>> uniloss.UniLoss.from_config(loss_fn.config()).config() == loss_fn.config()
-        True
+        >>> uniloss.UniLoss.from_config(loss_fn.config()).options == loss_fn.options, loss_fn.kind
+        (True, 'uniloss')
     """
 
-    method: ClassVar[str] = "uniloss"
     OPTIONS: ClassVar[dict[str, Any]] = OPTIONS
     POSITIVE: ClassVar[tuple[str, ...]] = _POSITIVE
     label: ClassVar[str] = "UniLoss"
