@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from scipy.stats import kendalltau, spearmanr
 
 import metricloss as ml
-import metricloss._checkpoint  # noqa: F401  (the kill hook patches its write_atomic)
+import metricloss._checkpoint  # the kill hook patches its write_atomic
 from metricloss._checks import check_int
 from metricloss.evaluation import gradient_agreement, measure
 from metricloss.learning import EarlyStopping, LearnSettings, TimedMetric, Trainer, prepare_batches
@@ -59,7 +59,7 @@ def test_heldout_model_outputs_are_never_learned_from():
 
 
 def test_half_the_pool_relabels_model_outputs_and_the_rest_is_random():
-    _, metric, batches = _prepared()
+    _, _, batches = _prepared()
     pool_pred, pool_target, pool_values = batches.pool
     half = pool_pred.shape[0] // 2
     assert batches.relabelled == half == 16
@@ -71,7 +71,7 @@ def test_half_the_pool_relabels_model_outputs_and_the_rest_is_random():
 
 
 def test_without_outputs_every_batch_is_random_and_the_heldout_ones_are_fresh():
-    settings, _, batches = _prepared(n_outputs=None, validation_batches=12)
+    _, _, batches = _prepared(n_outputs=None, validation_batches=12)
     assert batches.model is None and batches.p_random == 1.0 and batches.relabelled == 0
     assert batches.heldout[0].shape[0] == 12 and batches.validation == "random batches (G_R)"
     flat = {tuple(p.flatten()[:4].tolist()) for p in batches.pool[0]}
