@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from ._checks import check_bool
+from ._checks import check_bool, check_int
 from ._serialization import file_header, write_loss_file
 from .report import Report
 from .tasks.base import Task, get_task
@@ -95,19 +95,24 @@ class MetricLoss(nn.Module):
         """The loss of one batch: a 0-d tensor, lower is better, differentiable in ``pred``."""
         raise NotImplementedError(f"{type(self).__name__} must define forward")
 
-    def _stacked_losses(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _stacked_losses(self, pred: torch.Tensor, target: torch.Tensor, chunk: int | None) -> torch.Tensor:
         return torch.stack([self(p, t) for p, t in zip(pred, target, strict=True)])
 
-    def batch_losses(self, pred: torch.Tensor, target: torch.Tensor, reduction: str = "none") -> torch.Tensor:
+    def batch_losses(self, pred: torch.Tensor, target: torch.Tensor, reduction: str = "none", *,
+                     chunk: int | None = None) -> torch.Tensor:
         """Losses of a stack of batches: ``pred`` ``(N, *batch)``, ``target`` ``(N, *batch)`` -> ``(N,)``.
 
         Differentiable in ``pred`` when autograd is on (wrap the call in ``torch.no_grad()`` for values only; the
         loss's own parameters never require grad, so without a ``pred`` that requires grad no graph is built).
-        ``reduction``: ``"none"`` (one loss per batch), ``"mean"`` or ``"sum"``.
+        ``reduction``: ``"none"`` (one loss per batch), ``"mean"`` or ``"sum"``. ``chunk``: at most this many
+        batches per call of a vectorised network (bounds memory; ``None``: the kind's default, 256 for a learned
+        surrogate; kinds that take one batch at a time ignore it).
         """
         if reduction not in REDUCTIONS:
             raise ValueError(f"`reduction` must be one of {', '.join(map(repr, REDUCTIONS))}; got {reduction!r}")
-        return reduce_losses(self._stacked_losses(pred, target), reduction)
+        if chunk is not None:
+            chunk = check_int(chunk, "chunk", 1)
+        return reduce_losses(self._stacked_losses(pred, target, chunk), reduction)
 
     def train(self, mode: bool = True) -> MetricLoss:
         # A metricloss loss is frozen: it stays in eval mode whatever the surrounding model does.
@@ -194,8 +199,9 @@ class Surrogate(MetricLoss, kind="surrogate"):
         with torch.autocast(device_type=pred.device.type, enabled=False):
             return self.net(pred.to(dtype).unsqueeze(0), target.unsqueeze(0)).squeeze(0)
 
-    def _stacked_losses(self, pred: torch.Tensor, target: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    def _stacked_losses(self, pred: torch.Tensor, target: torch.Tensor, chunk: int | None) -> torch.Tensor:
         self._check(pred, target, stacked=True)
+        chunk = chunk or 256
         return torch.cat([self.net(p, t) for p, t in zip(pred.split(chunk), target.split(chunk), strict=True)])
 
     def config(self) -> dict[str, Any]:

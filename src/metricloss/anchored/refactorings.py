@@ -4,7 +4,7 @@ A refactoring splits a batch metric into
 
 - :math:`f`: scores and targets :math:`\to` comparisons :math:`c` (differences of two scores; any tensor shape),
   oriented so that :math:`c > 0` is what the ground truth wants;
-- :math:`h`: the step :math:`b = [c > 0]` (relaxed by :func:`~metricloss.uniloss.interpolation.relax`);
+- :math:`h`: the step :math:`b = [c > 0]` (relaxed by :func:`~metricloss.anchored.relax`);
 - :math:`g`: binary configurations :math:`\to` the metric value, evaluated on a stack ``(A, *c.shape)`` of
   configurations at once.
 
