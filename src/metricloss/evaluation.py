@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from . import ranking
-from .metrics.base import Metric
+from .metrics.base import BatchMetric
 from .report import Report
 from .tasks.base import Task
 
@@ -71,7 +71,7 @@ def stack_batches(
 
 
 def metric_changes(
-    metric: Metric,
+    metric: BatchMetric,
     pred: torch.Tensor,
     target: torch.Tensor,
     directions: int,
@@ -118,7 +118,7 @@ def directional_correlation(grads: torch.Tensor, deltas: torch.Tensor, changes: 
 
 def gradient_agreement(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    metric: Metric,
+    metric: BatchMetric,
     pred: torch.Tensor,
     target: torch.Tensor,
     *,
@@ -137,7 +137,7 @@ def gradient_agreement(
     Args:
         loss_fn: maps a stack ``(N, ...)`` to per-batch losses ``(N,)`` (a surrogate's net, a task's
             baseline, or any per-batch loss).
-        metric: a :class:`~metricloss.metrics.Metric`.
+        metric: a :class:`~metricloss.metrics.base.BatchMetric`.
         directions, sigma: number of random directions and their length relative to the batch's std.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -165,7 +165,7 @@ def _stacked(loss: Any) -> StackedLoss:
 def measure(
     loss: Any,
     task: Task,
-    metric: Metric,
+    metric: BatchMetric,
     heldout: tuple[torch.Tensor, torch.Tensor],
     *,
     method: str,
@@ -190,7 +190,7 @@ def measure(
     Args:
         loss: a loss of the library (its ``batch_losses`` is used) or a callable mapping a stack ``(N, B, ...)`` to
             per-batch losses ``(N,)``.
-        task, metric: the task (its baseline) and the metric (:class:`~metricloss.metrics.base.Metric`).
+        task, metric: the task (its baseline) and the metric (:class:`~metricloss.metrics.base.BatchMetric`).
         heldout: ``(pred, target)`` stacks of shape ``(N, B, ...)``, ``N >= 2``.
         method, validation: what made the loss and what the held-out batches are (Report fields).
         metric_values: the metric on the held-out batches *oriented so that higher is better*, if already known

@@ -26,7 +26,7 @@ from .evaluation import measure
 from .learning.batches import LearningBatches, TimedMetric, prepare_batches
 from .learning.settings import LearnSettings
 from .learning.trainer import Checkpointing, Trainer
-from .metrics.base import Metric, as_metric
+from .metrics.base import BatchMetric, as_metric
 from .surrogate import Surrogate
 from .tasks.base import Task, get_task
 
@@ -181,7 +181,7 @@ def _check_init(init: Any, task: Task) -> None:
                          f"not {task.name!r} {task.config()}")
 
 
-def _run_id(report_settings: dict[str, Any], task: Task, metric: Metric, settings: LearnSettings,
+def _run_id(report_settings: dict[str, Any], task: Task, metric: BatchMetric, settings: LearnSettings,
             batches: LearningBatches, init: Surrogate | None) -> str:
     """The checkpoint fingerprint: the settings, the task, the metric and the metric values of every batch."""
     return fingerprint({**report_settings, "task": task.name, "task_config": task.config(), "metric": metric.name,

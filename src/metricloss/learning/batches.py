@@ -19,7 +19,7 @@ import torch
 
 from .._checks import check_int
 from ..evaluation import stack_batches
-from ..metrics.base import Metric
+from ..metrics.base import BatchMetric
 from ..tasks.base import Task
 from .settings import LearnSettings
 
@@ -42,7 +42,7 @@ def pool_size(requested: int | None, per_batch: int, batches_per_step: int) -> i
 class TimedMetric:
     """A metric's values turned higher-is-better, with the time spent computing them (``seconds``)."""
 
-    def __init__(self, metric: Metric) -> None:
+    def __init__(self, metric: BatchMetric) -> None:
         self.metric = metric
         self.seconds = 0.0
 
@@ -114,7 +114,7 @@ def _split_outputs(outputs: Iterable, task: Task, settings: LearnSettings, gen: 
     return learning, heldout
 
 
-def _check_varies(metric: Metric, name: str, values: torch.Tensor) -> None:
+def _check_varies(metric: BatchMetric, name: str, values: torch.Tensor) -> None:
     if float(values.max() - values.min()) == 0.0:
         raise ValueError(
             f"metric {metric.name!r} is constant over the {name} ({float(values[0])}): its rank correlation "
