@@ -245,8 +245,9 @@ def build(method: str, spec: Spec, outputs: list, quick: bool) -> Any:
     if method == "ReLoss + gradient":
         return ml.learn(spec.metric, spec.task, gradient_weight=1.0, **common)
     if method == "UniLoss":
-        return ml.learn(spec.metric, spec.task, method="uniloss", outputs=outputs, batch_size=spec.batch_size,
-                        validation_batches=32, seed=0, net=dict(spec.refactoring_options or {}), **spec.task_kwargs)
+        return ml.build_uniloss(spec.metric, spec.task, outputs=outputs, batch_size=spec.batch_size,
+                                validation_batches=32, seed=0, options=dict(spec.refactoring_options or {}),
+                                **spec.task_kwargs)
     if method == "non-parametric":
         return fit_nonparametric(spec.metric, spec.task, outputs=outputs, batch_size=spec.batch_size,
                                  validation_batches=16 if quick else 32, seed=0,

@@ -7,10 +7,12 @@ import sys
 
 import pytest
 import torch
+from scipy.stats import kendalltau, spearmanr
 
 import metricloss as ml
 from metricloss import cli, datasets, training
 from metricloss.demo import run_demo
+from metricloss.metrics.classification import accuracy
 
 QUICK = {"steps": 10, "batches_per_step": 16, "pool_size": 64, "validation_batches": 16, "eval_every": 5}
 
@@ -81,6 +83,36 @@ def test_cli_learn_then_evaluate(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0
     assert "cross-entropy (baseline)" in text and "| surrogate |" in text
+
+
+def _row(text: str, name: str) -> list[float]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {name}"))
+    return [float(x) for x in line.strip("|").split("|")[1:]]
+
+
+@pytest.mark.parametrize("kind", ["uniloss", "nonparametric"])
+def test_cli_evaluate_every_saved_kind(tmp_path, capsys, kind):
+    """`metricloss evaluate` measures a saved UniLoss / non-parametric loss; its numbers are those of scipy on the
+    same random batches."""
+    if kind == "uniloss":
+        loss = ml.build_uniloss("accuracy", num_classes=5, batch_size=16, validation_batches=8)
+    else:
+        loss = ml.fit_nonparametric("accuracy", num_classes=5, batch_size=16, validation_batches=8, directions=4,
+                                    grid={"temperature": [1.0], "bandwidth": [0.3]})
+    path = tmp_path / f"{kind}.safetensors"
+    loss.save(path)
+    assert cli.main(["evaluate", str(path), "--batches", "24", "--batch-size", "16", "--seed", "3"]) == 0
+    text = capsys.readouterr().out
+    assert f"{kind} loss, task classification" in text and "Stored report card" in text
+    pred, target = loss.task.random_batches(24, 16, torch.Generator().manual_seed(3))
+    fresh = ml.load(path)  # anchors drawn from the same seed as the CLI's copy
+    ours = -fresh.batch_losses(pred, target).detach().numpy()
+    acc = [accuracy(p, t) for p, t in zip(pred, target, strict=True)]
+    ce = -loss.task.baseline(pred, target).numpy()
+    sur_row, base_row = _row(text, "surrogate"), _row(text, "cross-entropy (baseline)")
+    assert sur_row[:2] == pytest.approx([spearmanr(ours, acc)[0], kendalltau(ours, acc)[0]], abs=6e-5)
+    assert base_row[:2] == pytest.approx([spearmanr(ce, acc)[0], kendalltau(ce, acc)[0]], abs=6e-5)
+    assert base_row[2] > 0  # cross-entropy's gradient agrees with accuracy's changes
 
 
 def test_cli_errors_are_reported_not_raised(tmp_path, capsys):

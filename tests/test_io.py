@@ -14,10 +14,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import metricloss as ml
+import metricloss._serialization as mlser
 import metricloss.io as mlio
 from metricloss import Surrogate
 from metricloss.io import FORMAT_VERSION, SCHEMA, SurrogateFileError
+from metricloss.surrogate import LOSS_KINDS, loss_kind
 from metricloss.tasks.classification import ClassificationTask
+from metricloss.zoo import available
 
 C = 4
 
@@ -321,7 +324,7 @@ def test_failed_rename_leaves_the_old_file(sur, existing, monkeypatch):
     def fail(src, dst):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(mlio.os, "replace", fail)
+    monkeypatch.setattr(mlser.os, "replace", fail)
     with pytest.raises(OSError, match="disk on fire"):
         sur.save(path)
     monkeypatch.undo()
@@ -351,7 +354,7 @@ def test_failed_write_midway_leaves_the_old_file(sur, existing, monkeypatch):
         def __getattr__(self, name):
             return getattr(self.fh, name)
 
-    monkeypatch.setattr(mlio.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+    monkeypatch.setattr(mlser.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
     with pytest.raises(OSError, match="no space left"):
         sur.save(path)
     monkeypatch.undo()
@@ -364,7 +367,7 @@ def test_failed_fsync_and_interrupt_leave_the_old_file(sur, existing, monkeypatc
     def interrupt(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mlio.os, "fsync", interrupt)
+    monkeypatch.setattr(mlser.os, "fsync", interrupt)
     with pytest.raises(KeyboardInterrupt):
         sur.save(path)
     monkeypatch.undo()
@@ -377,7 +380,7 @@ def test_failed_serialisation_leaves_the_old_file(sur, existing, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("serialiser broke")
 
-    monkeypatch.setattr(mlio, "_st_save", fail)
+    monkeypatch.setattr(mlser, "_st_save", fail)
     with pytest.raises(RuntimeError, match="serialiser broke"):
         sur.save(path)
     monkeypatch.undo()
@@ -393,3 +396,131 @@ def test_successful_save_replaces_the_old_file(existing, tmp_path):
     assert path.read_bytes() != data
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
     assert ml.load(path).task.num_classes == 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# every kind through one registry; files of the previous version
+
+
+FORMAT1 = Path(__file__).parent / "data" / "format1"  # written by metricloss at d774840 (before "kind" existed)
+
+
+def test_files_written_before_kinds_existed_still_load():
+    """Files saved by the previous version (benchmarks/anchored_check.py --write at d774840) load as their kind,
+    with their weights, configuration and report exactly as stored."""
+    for name, kind in (("surrogate", Surrogate), ("uniloss", ml.UniLoss), ("uniloss-noreport", ml.UniLoss),
+                       ("nonparametric", ml.NonParametricLoss)):
+        path = FORMAT1 / f"{name}.safetensors"
+        meta, tensors = _read(path)
+        assert "kind" not in meta and meta["format_version"] == 1
+        loaded = ml.load(path)
+        assert type(loaded) is kind
+        assert loaded.config() == meta["net_config"]
+        assert (loaded.report.to_dict() if loaded.report else None) == meta["report"]
+        assert loaded.state_tensors().keys() == tensors.keys()
+        assert all(torch.equal(loaded.state_tensors()[k], tensors[k]) for k in tensors)
+    uni = ml.load(FORMAT1 / "uniloss.safetensors")
+    assert uni.task.name == "classification" and uni.task.config() == {"num_classes": 10}
+    # a UniLoss saved without a report stored the task "uniloss": its refactoring (PCK) names no task
+    assert ml.load(FORMAT1 / "uniloss-noreport.safetensors").task is None
+
+
+def test_legacy_anchored_files_compute_the_losses_of_a_fresh_build():
+    for name, fresh in (("uniloss", ml.uniloss.build("accuracy", num_classes=10, seed=0)),
+                        ("nonparametric", None)):
+        loaded = ml.load(FORMAT1 / f"{name}.safetensors")
+        fresh = fresh or ml.NonParametricLoss.from_config(loaded.config())
+        logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(1))
+        y = torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(2))
+        for _ in range(3):  # the seeded anchor generators advance alike
+            assert torch.equal(loaded(logits, y), fresh(logits, y))
+
+
+def test_shipped_zoo_files_load_and_round_trip_with_a_kind(tmp_path):
+    names = available()
+    assert names
+    for name in names:
+        sur = ml.pretrained(name)
+        assert isinstance(sur, Surrogate) and sur.kind == "surrogate" and sur.report is not None
+        sur.save(tmp_path / f"{name}.safetensors")
+        meta, _ = _read(tmp_path / f"{name}.safetensors")
+        assert meta["kind"] == "surrogate"
+        again = ml.load(tmp_path / f"{name}.safetensors")
+        assert again.config() == sur.config() and again.report == sur.report
+        a, b = sur.state_tensors(), again.state_tensors()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("kind", ["uniloss", "nonparametric"])
+def test_anchored_losses_round_trip_with_their_task_and_report(kind, tmp_path):
+    build = ml.build_uniloss if kind == "uniloss" else ml.fit_nonparametric
+    extra = {} if kind == "uniloss" else {"grid": {"temperature": [1.0], "bandwidth": [0.3]}, "directions": 4}
+    loss = build("average_precision", "set", validation_batches=8, batch_size=16, seed=1, **extra)
+    loss.save(tmp_path / "a.safetensors")
+    meta, tensors = _read(tmp_path / "a.safetensors")
+    assert meta["kind"] == kind and tensors == {} and meta["task"] == "set"
+    loaded = ml.load(tmp_path / "a.safetensors")
+    assert type(loaded) is type(loss) and loaded.report == loss.report and loaded.config() == loss.config()
+    assert loaded.task.name == "set" and loaded.task.config() == loss.task.config()
+    scores = torch.randn(16, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([1, 0] * 8)
+    fresh = type(loss).from_config(loss.config())
+    assert torch.equal(loaded(scores, labels), fresh(scores, labels))
+
+
+def test_unknown_kind_is_a_file_error(saved, tmp_path):
+    meta, tensors = _read(saved)
+    bad = _write(tmp_path / "kind.safetensors", tensors, {**meta, "kind": "from-the-future"})
+    with pytest.raises(SurrogateFileError, match=r"kind 'from-the-future', which this metricloss does not know"):
+        ml.load(bad)
+    bad = _write(tmp_path / "kind2.safetensors", tensors, {**meta, "kind": 3})
+    with pytest.raises(SurrogateFileError, match=r"metadata key 'kind' has the wrong type"):
+        ml.load(bad)
+
+
+def test_refactoring_option_is_refused_for_learned_surrogates(saved):
+    with pytest.raises(SurrogateFileError, match="takes no option"):
+        ml.load(saved, refactoring=ml.uniloss.Accuracy())
+
+
+class _ConstantLoss(ml.MetricLoss, kind="test-constant"):
+    """A new kind written outside the library: it registers itself; io is not edited."""
+
+    def __init__(self, value: float, task=None) -> None:
+        super().__init__(task)
+        self.value = value
+        self._freeze()
+
+    def forward(self, pred, target):
+        self._check(pred, target)
+        return pred.sum() * 0.0 + self.value
+
+    def config(self):
+        return {"value": self.value}
+
+    @classmethod
+    def from_config(cls, config, *, task=None, tensors=None, **options):
+        return cls(config["value"], task)
+
+
+def test_a_new_kind_saves_and_loads_through_the_registry(tmp_path):
+    assert LOSS_KINDS["test-constant"] is _ConstantLoss and loss_kind("test-constant") is _ConstantLoss
+    loss = _ConstantLoss(2.5, ClassificationTask(3))
+    loss.save(tmp_path / "c.safetensors")
+    loaded = ml.load(tmp_path / "c.safetensors")
+    assert type(loaded) is _ConstantLoss and loaded.value == 2.5 and loaded.task.config() == {"num_classes": 3}
+    pred, target = torch.randn(4, 5, 3), torch.randint(0, 3, (4, 5))
+    assert loaded.batch_losses(pred, target).tolist() == [2.5] * 4
+    assert loaded.batch_losses(pred, target, reduction="sum").item() == 10.0
+    with pytest.raises(ValueError, match="`kind`: no kind of loss 'nope'"):
+        loss_kind("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        type("Other", (ml.MetricLoss,), {}, kind="test-constant")
+
+
+def test_io_imports_no_loss_module():
+    source = Path(mlio.__file__).read_text()
+    imported = [line for line in source.splitlines() if line.startswith(("from .", "import "))]
+    assert all(not any(m in line for m in ("uniloss", "nonparametric", "anchored", "learn")) for line in imported)
+    ser = Path(mlser.__file__).read_text()
+    assert [line for line in ser.splitlines() if line.startswith("from .")] == ["from ._version import __version__"]

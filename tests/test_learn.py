@@ -170,7 +170,7 @@ def test_report_fields(sur):
         assert isinstance(value, float) and math.isfinite(value) and -1 <= value <= 1, name
     for name in ("learn_seconds", "metric_seconds"):
         assert math.isfinite(getattr(r, name)) and getattr(r, name) >= 0
-    assert r.spearman > 0.5
+    assert r.spearman > r.baseline_spearman  # measured: 0.91 against cross-entropy's 0.58
     assert 1 <= r.best_step <= r.steps <= SMALL["steps"]
     assert r.settings["seed"] == 0 and r.settings["pool_size"] == 128 and r.settings["max_steps"] == 30
     assert r.settings["net"] == sur.net_config
@@ -215,7 +215,7 @@ def test_agreement_matches_scipy(sur, fresh):
 def test_batch_losses_equal_per_batch_calls(sur, fresh):
     pred, target = fresh[0][:10], fresh[1][:10]
     per_batch = torch.stack([sur(p, t) for p, t in zip(pred, target, strict=True)])
-    assert torch.allclose(sur.batch_losses(pred, target, chunk=4), per_batch, atol=1e-6)
+    assert torch.allclose(sur.batch_losses(pred, target), per_batch, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def test_learn_with_model_outputs():
     assert r.validation == "held-out model outputs"
     assert r.n_validation_batches == 24 // 4  # a quarter is held out
     assert r.settings["p_random"] == 0.5
-    assert math.isfinite(r.spearman) and math.isfinite(r.baseline_spearman)
+    assert r.spearman > r.baseline_spearman  # measured 0.83 against 0.43
     # outputs may be given as any iterable of pairs, in batches of any size: they are re-cut
     flat_p = torch.cat([p for p, _ in outputs])
     flat_t = torch.cat([t for _, t in outputs])
@@ -251,26 +251,23 @@ def test_learn_outputs_errors():
         ml.learn("accuracy", outputs=_model_outputs(16), p_random=2, **TINY)
 
 
-def test_learn_with_int32_targets_works_or_fails_clearly():
-    try:
-        s = ml.learn("accuracy", outputs=_model_outputs(16, dtype=torch.int32), **{**TINY, "steps": 2})
-    except (TypeError, ValueError) as err:
-        assert "`target`" in str(err)
-    else:
-        assert isinstance(s, Surrogate)
+def test_learn_with_int32_targets_works():
+    s = ml.learn("accuracy", outputs=_model_outputs(16, dtype=torch.int32), **{**TINY, "steps": 2})
+    assert isinstance(s, Surrogate) and s.report.validation == "held-out model outputs"
+    assert math.isfinite(s.report.spearman)
 
 
+# The approximation objectives are Grabocka et al.'s fits, without ReLoss's gradient penalty: with lambda = 10
+# an L1 fit measured -0.50 held-out Spearman after 20 steps and 0.36 after 40 (cross-entropy 0.58), without it 0.93.
 @pytest.mark.parametrize(
-    ("objective", "penalty"), [("kendall", 10.0), ("l2", 10.0), ("l1", 10.0), ("spearman", 0.0)]
+    ("objective", "penalty"), [("kendall", 10.0), ("l2", 10.0), ("l2", 0.0), ("l1", 0.0), ("spearman", 0.0)]
 )
-def test_other_objectives_and_no_penalty_run(objective, penalty):
-    s = ml.learn("accuracy", objective=objective, penalty=penalty, seed=0, **{**TINY, "steps": 10})
+def test_other_objectives_and_no_penalty_beat_the_baseline(objective, penalty):
+    s = ml.learn("accuracy", objective=objective, penalty=penalty, seed=0, **TINY)
     r = s.report
     assert r.method == objective and r.settings["penalty"] == penalty
     assert all(math.isfinite(v) for v in (r.spearman, r.kendall, r.baseline_spearman, r.baseline_kendall))
-    assert -1 <= r.spearman <= 1
-    if objective in ("spearman", "kendall"):
-        assert r.spearman > 0.5  # even a short rank-objective run orders batches far better than chance
+    assert r.spearman > r.baseline_spearman and r.kendall > r.baseline_kendall
 
 
 def test_top5_builtin_metric():
@@ -285,7 +282,7 @@ def test_lower_is_better_callable_metric():
     s = ml.learn(error_rate, higher_is_better=False, seed=0, **TINY)
     r = s.report
     assert r.metric == "error_rate" and r.higher_is_better is False
-    assert r.spearman > 0.5  # positive: the loss agrees with the metric once both say "lower is better"
+    assert r.spearman > r.baseline_spearman  # the loss agrees with the metric once both say "lower is better"
     pred, target = ClassificationTask(C).random_batches(128, 32, torch.Generator().manual_seed(7))
     losses = s.batch_losses(pred, target)
     err = 1 - accuracy(pred, target)
@@ -352,3 +349,31 @@ def test_constant_metric_is_refused():
 def test_invalid_p_random_without_outputs_is_refused():
     with pytest.raises(ValueError, match="`p_random`"):
         ml.learn("accuracy", p_random=2, **{**TINY, "steps": 1})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# learn(method=...): deprecated forwards to the builders
+
+
+@pytest.mark.parametrize("method", ["uniloss", "nonparametric"])
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"lr": -5}, "`lr`"), ({"steps": 100, "objective": "l2"}, "`objective`, `steps`"),
+    ({"checkpoint": "x.safetensors"}, "`checkpoint`"),
+])
+def test_method_refuses_learning_arguments_it_would_ignore(method, kwargs, named):
+    with pytest.raises(ValueError, match=f"{named} would be ignored.*metricloss\\.(build_uniloss|fit_nonparametric)"):
+        ml.learn("accuracy", num_classes=C, method=method, **kwargs)
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match=r"`method` must be one of 'reloss', 'uniloss', 'nonparametric'"):
+        ml.learn("accuracy", num_classes=C, method="relos")
+
+
+def test_method_uniloss_warns_and_forwards_to_the_builder():
+    kw = {"num_classes": C, "batch_size": 16, "validation_batches": 8, "seed": 1}
+    with pytest.warns(DeprecationWarning, match="build_uniloss"):
+        old = ml.learn("accuracy", method="uniloss", net={"fraction": 0.2}, progress=False, **kw)
+    new = ml.build_uniloss("accuracy", options={"fraction": 0.2}, **kw)
+    assert old.config() == new.config()
+    assert (old.report.spearman, old.report.baseline_spearman) == (new.report.spearman, new.report.baseline_spearman)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
 from metricloss import uniloss as U
-from metricloss.uniloss import anchors as anchors_mod
+from metricloss.anchored import anchors as anchors_mod
 from profiles import examples
 
 # --------------------------------------------------------------------------------------- naive references
@@ -508,14 +508,41 @@ def test_seeded_losses_are_reproducible_and_unseeded_ones_follow_torch_seed():
     assert a[0] == a[1] and b == c
 
 
-def test_learn_uniloss_reports_agreement_beside_cross_entropy():
-    loss_fn = U.learn_uniloss("accuracy", num_classes=10, validation_batches=48, batch_size=64, seed=0)
+def test_build_uniloss_reports_agreement_beside_cross_entropy():
+    loss_fn = U.build_uniloss("accuracy", num_classes=10, validation_batches=48, batch_size=64, seed=0)
     rep = loss_fn.report
     assert rep.method == "uniloss" and rep.baseline == "cross-entropy" and rep.n_validation_batches == 48
     assert rep.spearman > 0.5  # a loss unrelated to accuracy would be near 0
     assert -1 <= rep.baseline_spearman <= 1 and json.dumps(rep.to_dict())
+    assert loss_fn.task.name == "classification" and loss_fn.task.config() == {"num_classes": 10}
     with pytest.raises(ValueError, match="FunctionRefactoring"):
-        U.learn_uniloss("top5_accuracy", num_classes=10, validation_batches=4, batch_size=8)
+        U.build_uniloss("top5_accuracy", num_classes=10, validation_batches=4, batch_size=8)
+
+
+def test_learn_uniloss_is_a_deprecated_alias_of_build_uniloss():
+    kw = {"num_classes": 5, "validation_batches": 8, "batch_size": 16, "seed": 3}
+    with pytest.warns(DeprecationWarning, match="build_uniloss"):
+        old = U.learn_uniloss("accuracy", uniloss={"fraction": 0.5}, **kw)
+    new = U.build_uniloss("accuracy", options={"fraction": 0.5}, **kw)
+    assert old.config() == new.config() and old.options["fraction"] == 0.5
+    assert (old.report.spearman, old.report.kendall) == (new.report.spearman, new.report.kendall)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"batch_size": 0}, ValueError, "`batch_size` must be an integer >= 1"),
+        ({"validation_batches": 1}, ValueError, "`validation_batches` must be an integer >= 2"),
+        ({"seed": 1.5}, TypeError, "`seed` must be an integer"),
+        ({"options": {"fraction": 2.0}}, ValueError, r"`fraction` must be in \(0, 1\]"),
+        ({"options": {"temperature": -1}}, ValueError, "`temperature` must be a positive"),
+        ({"options": [1]}, TypeError, "`options` must be a dict"),
+        ({"options": {"bogus": 1}}, TypeError, "bogus"),
+    ],
+)
+def test_build_uniloss_validates_its_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        U.build_uniloss("accuracy", num_classes=4, **{"validation_batches": 4, "batch_size": 8, **kwargs})
 
 
 def test_anchor_module_helpers():

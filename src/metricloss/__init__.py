@@ -1,23 +1,30 @@
 """metricloss: turn any evaluation metric into a loss a network can train with."""
 
-__version__ = "0.1.0"
-
-from . import metrics, objectives, ranking, tasks
+from . import anchored, metrics, nonparametric, objectives, ranking, tasks, uniloss
+from ._version import __version__
 from .combine import CombinedLoss, combine
 from .io import load
 from .learn import learn
+from .nonparametric import NonParametricLoss, fit_nonparametric
 from .recording import OutputRecorder
 from .report import Report
-from .surrogate import Surrogate
+from .surrogate import MetricLoss, Surrogate
+from .uniloss import UniLoss, build_uniloss
 from .zoo import pretrained
 
 __all__ = [
     "CombinedLoss",
+    "MetricLoss",
+    "NonParametricLoss",
     "OutputRecorder",
     "Report",
     "Surrogate",
+    "UniLoss",
     "__version__",
+    "anchored",
+    "build_uniloss",
     "combine",
+    "fit_nonparametric",
     "learn",
     "load",
     "metrics",

@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _st_save
 from torch import nn
 
-from .io import write_atomic
+from ._serialization import write_atomic
 
 __all__ = ["fingerprint", "load_progress", "save_progress"]
 

@@ -7,11 +7,14 @@ from collections.abc import Iterable
 import torch
 
 __all__ = [
+    "check_bool",
     "check_choice",
     "check_class_batch",
     "check_finite",
     "check_float_tensor",
+    "check_int",
     "check_int_tensor",
+    "check_nonnegative",
     "check_positive",
     "check_same_shape",
     "check_tensor",
@@ -64,6 +67,41 @@ def check_positive(value: float, name: str) -> float:
         raise TypeError(f"`{name}` must be a positive number, got {value!r}") from None
     if not v > 0 or v != v or v == float("inf"):
         raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
+    return v
+
+
+def check_int(value: object, name: str, minimum: int | None = None) -> int:
+    """``value`` if it is a Python integer (not a bool) ``>= minimum``; else a ``ValueError`` naming ``name``.
+
+    Example:
+        >>> check_int(3, "steps", 1)
+        3
+        >>> check_int(True, "steps", 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: `steps` must be an integer >= 1, got True
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        want = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise ValueError(f"`{name}` must be {want}, got {value!r}")
+    return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` if it is ``True`` or ``False``; else a ``TypeError`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}")
+    return value
+
+
+def check_nonnegative(value: object, name: str) -> float:
+    """``float(value)`` if it is a finite number ``>= 0``; else an error naming ``name``."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a finite number >= 0, got {value!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
     return v
 
 

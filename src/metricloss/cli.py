@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._version import __version__
+
 __all__ = ["main"]
 
 
@@ -35,38 +37,45 @@ def _learn(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The dtype the gradient probe runs in, per kind of loss: the non-parametric loss's sharp settings have gradients
+#: whose squares underflow float32 (as its builder measures them).
+_PROBE_DTYPES = {"nonparametric": "float64"}
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from .evaluation import agreement, gradient_agreement
+    from .evaluation import measure
     from .io import load
     from .metrics.base import as_metric
 
-    sur = load(args.surrogate)
-    task = sur.task
-    metric_name = args.metric or (sur.report.metric if sur.report else task.default_metric)
+    loss = load(args.surrogate)
+    task = loss.task
+    if task is None:
+        raise ValueError(f"{args.surrogate} names no task, so there are no random batches to measure it on; "
+                         "rebuild it with task= (e.g. metricloss.build_uniloss(..., task='pose'))")
+    metric_name = args.metric or (loss.report.metric if loss.report else task.default_metric)
     met = as_metric(metric_name, None, task.metrics)
     pred, target = task.random_batches(args.batches, args.batch_size, torch.Generator().manual_seed(args.seed))
-    values = met.evaluate(pred, target)
-    ours = agreement(sur.batch_losses(pred, target), values, met.higher_is_better)
-    base = agreement(task.baseline(pred, target), values, met.higher_is_better)
     probe = min(args.batches, 64)
-    ours["gradient"] = gradient_agreement(sur.net, met, pred[:probe], target[:probe], seed=args.seed)
-    base["gradient"] = gradient_agreement(task.baseline, met, pred[:probe], target[:probe], seed=args.seed)
-    print(f"{args.surrogate}: task {task.name} {task.config()}, metric {met.name}, "
+    dtype = _PROBE_DTYPES.get(loss.kind)
+    rep = measure(loss, task, met, (pred, target), method=loss.report.method if loss.report else loss.kind,
+                  validation=f"random batches (G_R), seed {args.seed}", gradient_batches=probe,
+                  gradient_dtype=getattr(torch, dtype) if dtype else None, seed=args.seed)
+    print(f"{args.surrogate}: {loss.kind} loss, task {task.name} {task.config()}, metric {met.name}, "
           f"{args.batches} random batches of {args.batch_size} (seed {args.seed})\n")
     print(f"| loss | Spearman | Kendall | gradient agreement ({probe} batches) |\n| --- | --- | --- | --- |")
-    for name, r in ((f"{task.baseline_name} (baseline)", base), ("surrogate", ours)):
-        print(f"| {name} | {r['spearman']:.4f} | {r['kendall']:.4f} | {r['gradient']:.4f} |")
-    if sur.report is not None:
+    rows = ((f"{task.baseline_name} (baseline)", rep.baseline_spearman, rep.baseline_kendall,
+             rep.baseline_gradient_agreement), ("surrogate", rep.spearman, rep.kendall, rep.gradient_agreement))
+    for name, spearman, kendall, gradient in rows:
+        print(f"| {name} | {spearman:.4f} | {kendall:.4f} | {gradient:.4f} |")
+    if loss.report is not None:
         print("\nStored report card:\n")
-        print(sur.report.to_markdown())
+        print(loss.report.to_markdown())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="metricloss", description="Turn evaluation metrics into losses.")
     parser.add_argument("--version", action="version", version=f"metricloss {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_learn)
 
-    p = sub.add_parser("evaluate", help="measure a saved surrogate against its metric on fresh random batches")
-    p.add_argument("surrogate", help="a .safetensors file written by metricloss")
+    p = sub.add_parser("evaluate", help="measure a saved loss (learned, UniLoss or non-parametric) against its metric "
+                                        "on fresh random batches, beside the task's baseline")
+    p.add_argument("surrogate", help="a .safetensors file written by metricloss (any kind of loss)")
     p.add_argument("--metric", default=None, help="built-in metric name (default: the one it was learned for)")
     p.add_argument("--batches", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=128)

@@ -3,21 +3,29 @@
 - :func:`agreement`: the ReLoss paper's measure, rank correlation between losses and metric over batches.
 - :func:`gradient_agreement`: whether the loss's *gradient* points where the metric improves, probed along
   random directions (derived by us from Yoa et al. 2021, whose full text we could not read).
+- :func:`measure`: both, for a loss and the task's baseline on the same held-out batches, as a
+  :class:`~metricloss.report.Report`. Every builder (``learn``, UniLoss, the non-parametric surrogate) and
+  ``metricloss evaluate`` measure through it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
 from . import ranking
-from .metrics.base import Metric
+from .metrics.base import BatchMetric
+from .report import Report
 from .tasks.base import Task
 
 __all__ = [
-    "agreement", "directional_correlation", "gradient_agreement", "metric_changes", "stack_batches",
+    "agreement", "directional_correlation", "gradient_agreement", "measure", "metric_changes", "stack_batches",
 ]
+
+StackedLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def agreement(losses: torch.Tensor, metric_values: torch.Tensor, higher_is_better: bool) -> dict[str, float]:
@@ -63,7 +71,7 @@ def stack_batches(
 
 
 def metric_changes(
-    metric: Metric,
+    metric: BatchMetric,
     pred: torch.Tensor,
     target: torch.Tensor,
     directions: int,
@@ -110,7 +118,7 @@ def directional_correlation(grads: torch.Tensor, deltas: torch.Tensor, changes: 
 
 def gradient_agreement(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    metric: Metric,
+    metric: BatchMetric,
     pred: torch.Tensor,
     target: torch.Tensor,
     *,
@@ -129,7 +137,7 @@ def gradient_agreement(
     Args:
         loss_fn: maps a stack ``(N, ...)`` to per-batch losses ``(N,)`` (a surrogate's net, a task's
             baseline, or any per-batch loss).
-        metric: a :class:`~metricloss.metrics.Metric`.
+        metric: a :class:`~metricloss.metrics.base.BatchMetric`.
         directions, sigma: number of random directions and their length relative to the batch's std.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -143,3 +151,96 @@ def gradient_agreement(
     allc = torch.cat(corrs)
     valid = allc[~torch.isnan(allc)]
     return float(valid.mean()) if valid.numel() else float("nan")
+
+
+def _stacked(loss: Any) -> StackedLoss:
+    """The per-batch loss of a stack: ``loss.batch_losses`` for the library's losses, else ``loss`` itself."""
+    fn = getattr(loss, "batch_losses", None)
+    if fn is None and not callable(loss):
+        raise TypeError(
+            f"`loss` must be a metricloss loss or a callable on stacks of batches, got {type(loss).__name__}")
+    return fn if fn is not None else loss
+
+
+def measure(
+    loss: Any,
+    task: Task,
+    metric: BatchMetric,
+    heldout: tuple[torch.Tensor, torch.Tensor],
+    *,
+    method: str,
+    validation: str,
+    metric_values: torch.Tensor | None = None,
+    gradient_batches: int | None = 0,
+    gradient_loss: StackedLoss | None = None,
+    gradient_dtype: torch.dtype | None = None,
+    directions: int = 16,
+    sigma: float = 0.5,
+    seed: int = 0,
+    started: float | None = None,
+    **fields: Any,
+) -> Report:
+    r"""Measure ``loss`` against ``metric`` on the held-out batches, beside the task's baseline loss on the same ones.
+
+    Spearman and Kendall (:func:`agreement`) between the negated losses and the metric over the held-out batches,
+    for ``loss`` and for ``task.baseline``; optionally the gradient agreement of both (:func:`gradient_agreement`)
+    on the first ``gradient_batches`` of them. The calls happen in this order — losses, baseline, gradient probe of
+    the loss, of the baseline — so a loss with seeded anchor generators gives the same numbers every time.
+
+    Args:
+        loss: a loss of the library (its ``batch_losses`` is used) or a callable mapping a stack ``(N, B, ...)`` to
+            per-batch losses ``(N,)``.
+        task, metric: the task (its baseline) and the metric (:class:`~metricloss.metrics.base.BatchMetric`).
+        heldout: ``(pred, target)`` stacks of shape ``(N, B, ...)``, ``N >= 2``.
+        method, validation: what made the loss and what the held-out batches are (Report fields).
+        metric_values: the metric on the held-out batches *oriented so that higher is better*, if already known
+            (else evaluated here).
+        gradient_batches: how many held-out batches the gradient probe uses (0: none, ``None``: all).
+        gradient_loss: the differentiable stacked loss to probe (default: ``loss``'s).
+        gradient_dtype: probe in this dtype (e.g. ``torch.float64`` for very sharp losses).
+        directions, sigma, seed: the gradient probe's settings.
+        started: a ``time.perf_counter()`` value; ``learn_seconds`` is then the time from it to the end of
+            the measurement.
+        **fields: the other :class:`~metricloss.report.Report` fields (``settings``, ``steps``, ``history``,
+            ``metric_seconds`` spent before, ...).
+
+    Returns:
+        The :class:`~metricloss.report.Report`; its ``metric_seconds`` adds the time spent here in the metric
+        (its values and the gradient probes).
+
+    Example:
+        >>> import torch
+        >>> from metricloss.metrics.base import as_metric
+        >>> from metricloss.tasks.base import get_task
+        >>> task = get_task("classification", num_classes=4)
+        >>> heldout = task.random_batches(16, 32, torch.Generator().manual_seed(0))
+        >>> report = measure(task.baseline, task, as_metric("accuracy", None, task.metrics), heldout,
+        ...                  method="baseline", validation="random batches (G_R)")
+        >>> report.spearman == report.baseline_spearman
+        True
+    """
+    pred, target = heldout
+    losses_of = _stacked(loss)
+    metric_seconds = float(fields.pop("metric_seconds", 0.0))
+    t0 = time.perf_counter()
+    values = metric.oriented(metric.evaluate(pred, target)) if metric_values is None else metric_values
+    metric_seconds += time.perf_counter() - t0
+    with torch.no_grad():
+        ours = agreement(losses_of(pred, target), values, True)
+        base = agreement(task.baseline(pred, target), values, True)
+    if gradient_batches != 0:
+        t0 = time.perf_counter()
+        probe_p, probe_t = (pred, target) if gradient_batches is None else (pred[:gradient_batches],
+                                                                            target[:gradient_batches])
+        if gradient_dtype is not None:
+            probe_p = probe_p.to(gradient_dtype)
+        probe = {"directions": directions, "sigma": sigma, "seed": seed}
+        fields["gradient_agreement"] = gradient_agreement(gradient_loss or losses_of, metric, probe_p, probe_t,
+                                                          **probe)
+        fields["baseline_gradient_agreement"] = gradient_agreement(task.baseline, metric, probe_p, probe_t, **probe)
+        metric_seconds += time.perf_counter() - t0
+    if started is not None:
+        fields["learn_seconds"] = time.perf_counter() - started
+    return Report.from_agreement(task, metric, method, ours, base, validation=validation,
+                                 n_validation_batches=int(pred.shape[0]), batch_size=int(pred.shape[1]),
+                                 metric_seconds=metric_seconds, **fields)

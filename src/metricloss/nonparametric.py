@@ -4,7 +4,8 @@ relaxation temperature and the kernel bandwidth chosen to maximise gradient agre
 This method is **our design**, derived from the abstract of Yoa et al. 2021 ("correlated gradients": a
 surrogate is good when its gradient points where the metric improves; we could not read the full text), on top
 of UniLoss's relaxed comparison space (refactorings, sigmoid relaxation and adaptive anchors are reused from
-:mod:`metricloss.uniloss`). Nothing is learned by gradient descent; two hyper-parameters are picked on a grid.
+:mod:`metricloss.anchored`, the core it shares with UniLoss: the two differ only by their kernel). Nothing is
+learned by gradient descent; two hyper-parameters are picked on a grid.
 
 For a batch, with refactoring :math:`e = g([f(s, y) > 0])`, comparisons :math:`c = f(s, y)` (:math:`n` of them),
 relaxed configuration :math:`u = \sigma(c / \tau) \in (0, 1)^n` and anchors :math:`a_1, \dots, a_t \in \{0, 1\}^n`
@@ -49,12 +50,12 @@ Example:
     >>> import torch
     >>> from metricloss.nonparametric import NonParametricLoss
     >>> loss_fn = NonParametricLoss("accuracy", num_classes=10, temperature=0.3, bandwidth=0.03, seed=0)
-    >>> logits = torch.randn(16, 10, requires_grad=True)
-    >>> target = torch.randint(0, 10, (16,))
-    >>> loss = loss_fn(logits, target)
-    >>> loss.backward()
-    >>> logits.grad.shape, 0.0 <= loss.item() <= 1.0
-    (torch.Size([16, 10]), True)
+    >>> logits = torch.randn(4, 16, 10, requires_grad=True)  # a stack of 4 batches of 16
+    >>> target = torch.randint(0, 10, (4, 16))
+    >>> losses = loss_fn.batch_losses(logits, target)  # one loss per batch, differentiable
+    >>> losses.sum().backward()
+    >>> losses.shape, bool(((0 <= losses) & (losses <= 1)).all()), logits.grad.shape
+    (torch.Size([4]), True, torch.Size([4, 16, 10]))
 
 References:
     E. A. Nadaraya, *On estimating regression*, 1964; G. S. Watson, *Smooth regression analysis*, 1964.
@@ -67,27 +68,19 @@ from __future__ import annotations
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 
-from ._checks import check_float_tensor, check_positive
-from .evaluation import agreement, gradient_agreement, stack_batches
-from .metrics.base import Metric, as_metric
-from .report import Report
-from .tasks.base import Task, get_task
-from .uniloss import (
-    METRIC_REFACTORINGS,
-    AnchorSet,
-    Refactoring,
-    draw_anchors,
-    refactoring_for,
-    relax,
-    squared_distances,
-)
-from .uniloss.configured import ANCHOR_OPTIONS, ConfiguredLoss, check_refactoring
-from .uniloss.module import anchored_comparisons
+from ._checks import check_int, check_positive
+from .anchored.base import ANCHOR_DEFAULTS, AnchoredLoss, check_options
+from .anchored.builder import AnchoredSetup, heldout_batches, setup
+from .anchored.kernels import gaussian_kernel, kernel_interpolation
+from .anchored.refactorings import Refactoring
+from .evaluation import gradient_agreement, measure
+from .tasks.base import Task
 
 __all__ = [
     "DEFAULT_GRID",
@@ -99,17 +92,8 @@ __all__ = [
 ]
 
 #: Options of :class:`NonParametricLoss` and their defaults (anchors as in UniLoss: 16 of each random kind).
-OPTIONS: dict[str, Any] = {
-    "temperature": 1.0,
-    "bandwidth": 0.1,
-    "num_good": 16,
-    "num_bad": 16,
-    "num_nearby": 16,
-    "good_flips": 1,
-    "nearby_flips": 1,
-    "fraction": 1.0,
-    "scale": 1.0,
-}
+OPTIONS: dict[str, Any] = {"temperature": 1.0, "bandwidth": 0.1, **ANCHOR_DEFAULTS, "scale": 1.0}
+_POSITIVE = ("temperature", "bandwidth", "scale")
 
 #: The grid :func:`fit_nonparametric` searches by default (Cartesian product, 4 x 5 = 20 points). On random
 #: 10-class batches of 128 the gradient agreement rose with h up to about 1 and was flat beyond (h = 3 and 10 within
@@ -121,104 +105,21 @@ DEFAULT_GRID: dict[str, tuple[float, ...]] = {
 }
 
 
-def _count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown non-parametric option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
-    out = {**OPTIONS, **options}
-    out["temperature"] = check_positive(out["temperature"], "temperature")
-    out["bandwidth"] = check_positive(out["bandwidth"], "bandwidth")
-    out["scale"] = check_positive(out["scale"], "scale")
-    for name in ("num_good", "num_bad", "num_nearby"):
-        out[name] = _count(out[name], name, 0)
-    for name in ("good_flips", "nearby_flips"):
-        out[name] = _count(out[name], name, 1)
-    try:
-        out["fraction"] = float(out["fraction"])
-    except (TypeError, ValueError):
-        raise TypeError(f"`fraction` must be a number in (0, 1], got {options.get('fraction')!r}") from None
-    if not 0.0 < out["fraction"] <= 1.0:
-        raise ValueError(f"`fraction` must be in (0, 1] (share of binary variables relaxed per call), got "
-                         f"{options.get('fraction')!r}")
-    return out
-
-
-def kernel_interpolation(
-    point: torch.Tensor, anchors: torch.Tensor, values: torch.Tensor, bandwidth: float
-) -> torch.Tensor:
-    r"""Nadaraya–Watson estimate of ``values`` at ``point`` with a Gaussian kernel of relative bandwidth ``h``.
-
-    .. math:: \hat g(u) = \sum_i w_i\, g(a_i), \qquad
-        w = \mathrm{softmax}_i\Big(-\frac{\lVert u - a_i\rVert_2^2}{2 h^2 n}\Big)
-
-    (:math:`n` = length of ``point``; the softmax form never overflows or underflows to 0/0).
-
-    Args:
-        point: :math:`u`, shape ``(n,)``, floating point.
-        anchors: :math:`a_i`, shape ``(A, n)``, bool (or float).
-        values: :math:`g(a_i)`, shape ``(A,)``.
-        bandwidth: :math:`h > 0`, relative to :math:`\sqrt n`.
-
-    Returns:
-        A 0-d tensor in ``point``'s dtype, differentiable in ``point``.
-
-    Example:
-        >>> anchors = torch.tensor([[True, True], [False, False]])
-        >>> values = torch.tensor([1.0, 0.0])
-        >>> kernel_interpolation(torch.tensor([0.5, 0.5]), anchors, values, bandwidth=0.5)
-        tensor(0.5000)
-        >>> kernel_interpolation(torch.tensor([1.0, 1.0]), anchors, values, bandwidth=0.01)
-        tensor(1.)
-    """
-    bandwidth = check_positive(bandwidth, "bandwidth")
-    values = check_float_tensor(values, "values")
-    d2 = squared_distances(point, anchors)
-    if values.shape != d2.shape:
-        raise ValueError(f"`values` must have shape ({anchors.shape[0]},), one per anchor; got {tuple(values.shape)}")
-    if values.shape[0] == 0:
-        raise ValueError("`anchors` is empty: at least one anchor is needed")
-    n = max(point.shape[0], 1)
-    weights = torch.softmax(-d2.clamp_min(0) / (2.0 * bandwidth * bandwidth * n), dim=0)
-    return (weights * values.to(point.dtype)).sum()
-
-
-def nonparametric_loss(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    refactoring: Refactoring,
-    *,
-    temperature: float = 1.0,
-    bandwidth: float = 0.1,
-    num_good: int = 16,
-    num_bad: int = 16,
-    num_nearby: int = 16,
-    good_flips: int = 1,
-    nearby_flips: int = 1,
-    fraction: float = 1.0,
-    scale: float = 1.0,
-    anchors: AnchorSet | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def nonparametric_loss(pred: torch.Tensor, target: torch.Tensor, refactoring: Refactoring, **kwargs: Any
+                       ) -> torch.Tensor:
     r"""The non-parametric loss of one batch, :math:`s\,(g(\mathbf 1) - \hat g(\sigma(f(\mathrm{pred},
     \mathrm{target}) / \tau)))` (see the module docstring).
 
     Args:
         pred, target: one batch in the refactoring's call shapes.
         refactoring: the metric's :class:`~metricloss.uniloss.Refactoring`.
-        temperature: :math:`\tau` of the sigmoid relaxation.
-        bandwidth: :math:`h` of the Gaussian kernel, relative to :math:`\sqrt n`.
-        num_good, num_bad, num_nearby, good_flips, nearby_flips, fraction: anchor options, as in UniLoss
-            (:func:`~metricloss.uniloss.draw_anchors`).
-        scale: :math:`s > 0`, a constant factor (:func:`fit_nonparametric` sets it so that gradients have a
-            median norm of 1 on its selection batches).
-        anchors: a fixed :class:`~metricloss.uniloss.AnchorSet` (then none is drawn; for tests and analysis).
-        generator: random source for the anchors.
+        **kwargs: ``anchors=``, a fixed :class:`~metricloss.uniloss.AnchorSet` (then none is drawn; for tests and
+            analysis); ``generator=``, the random source for the anchors; ``validate=False`` skips the input checks
+            that synchronise with the device; and the keys of :data:`OPTIONS` (defaults there): ``temperature``
+            :math:`\tau` of the sigmoid relaxation; ``bandwidth`` :math:`h` of the Gaussian kernel, relative to
+            :math:`\sqrt n`; ``scale`` :math:`s > 0`, a constant factor (:func:`fit_nonparametric` sets it so that
+            gradients have a median norm of 1 on its selection batches); the anchor options as in UniLoss
+            (:func:`~metricloss.anchored.draw_anchors`).
 
     Returns:
         A 0-d tensor, lower is better, differentiable in ``pred`` (computed in at least float32).
@@ -229,28 +130,15 @@ def nonparametric_loss(
         >>> loss = nonparametric_loss(logits, torch.tensor([0, 1]), Accuracy(), temperature=0.3, bandwidth=0.3,
         ...                           generator=torch.Generator().manual_seed(0))
         >>> loss.backward()
-        >>> bool(logits.grad[1, 1] < 0)  # raising the wrong sample's target logit lowers the loss
-        True
+        >>> best = nonparametric_loss(logits.detach()[:1], torch.tensor([0]), Accuracy(),
+        ...                           generator=torch.Generator().manual_seed(0))
+        >>> bool(logits.grad[1, 1] < 0), abs(best.item()) < 1e-6  # a correct batch scores (about) the best value
+        (True, True)
     """
-    refactoring = check_refactoring(refactoring)
-    opts = _check_options({
-        "temperature": temperature, "bandwidth": bandwidth, "num_good": num_good, "num_bad": num_bad,
-        "num_nearby": num_nearby, "good_flips": good_flips, "nearby_flips": nearby_flips, "fraction": fraction,
-        "scale": scale,
-    })
-    refactoring.check(pred, target)
-    comparisons, context = refactoring.compare(pred, target)
-    if anchors is None:
-        anchors = draw_anchors(refactoring, comparisons, context, generator=generator,
-                               **{k: opts[k] for k in ANCHOR_OPTIONS})
-    flat = anchored_comparisons(comparisons, anchors)
-    u = relax(flat, opts["temperature"])
-    estimate = kernel_interpolation(u, anchors.bits, anchors.values, opts["bandwidth"])
-    gap = opts["scale"] * (anchors.best_value - estimate)
-    return gap if refactoring.higher_is_better else -gap
+    return NonParametricLoss.functional(pred, target, refactoring, **kwargs)
 
 
-class NonParametricLoss(ConfiguredLoss):
+class NonParametricLoss(AnchoredLoss, kind="nonparametric"):
     r"""The non-parametric surrogate as a loss module: ``loss(pred, target)`` is a scalar, lower is better,
     differentiable in ``pred``; no weights (see :func:`nonparametric_loss` and the module docstring).
 
@@ -261,6 +149,8 @@ class NonParametricLoss(ConfiguredLoss):
             :math:`\sqrt n`); num_good, num_bad, num_nearby, good_flips, nearby_flips, fraction: anchor options;
             scale: a constant factor of the loss (defaults in :data:`OPTIONS`).
         seed: seeds the anchors (one generator per device); ``None`` uses torch's global random state.
+        task: the task family (default: the refactoring's); validate_args: check inputs at every call (``False``
+            skips the checks, which synchronise with the device).
         **refactoring_kwargs: arguments of a built-in refactoring (``num_classes=``, ``alpha=``).
 
     Example:
@@ -271,12 +161,11 @@ class NonParametricLoss(ConfiguredLoss):
         True
     """
 
-    method: ClassVar[str] = "nonparametric"
     OPTIONS: ClassVar[dict[str, Any]] = OPTIONS
-
-    @classmethod
-    def _checked_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(options)
+    POSITIVE: ClassVar[tuple[str, ...]] = _POSITIVE
+    label: ClassVar[str] = "non-parametric"
+    kernel = staticmethod(gaussian_kernel)
+    _shown: ClassVar[tuple[str, ...]] = ("temperature", "bandwidth")
 
     @property
     def temperature(self) -> float:
@@ -290,21 +179,11 @@ class NonParametricLoss(ConfiguredLoss):
     def scale(self) -> float:
         return self.options["scale"]
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, anchors: AnchorSet | None = None) -> torch.Tensor:
-        device = pred.device if isinstance(pred, torch.Tensor) else torch.device("cpu")
-        return nonparametric_loss(pred, target, self.refactoring, anchors=anchors,
-                                  generator=self._generator(device), **self.options)
-
     def stack_losses(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Losses of a stack of batches ``(N, ...)`` -> ``(N,)``, differentiable in ``pred`` (the per-batch loss
-        function :func:`~metricloss.evaluation.gradient_agreement` expects)."""
-        return torch.stack([self(p, t) for p, t in zip(pred, target, strict=True)])
-
-    def extra_repr(self) -> str:
-        opts = ", ".join(f"{k}={v}" for k, v in self.options.items()
-                         if k in ("temperature", "bandwidth") or v != OPTIONS[k])
-        seed = f", seed={self.seed}" if self.seed is not None else ""
-        return f"{self.refactoring!r}, {opts}{seed}"
+        """Deprecated: :meth:`batch_losses` (now differentiable in ``pred`` for every kind of loss)."""
+        warnings.warn("NonParametricLoss.stack_losses is deprecated: use batch_losses (differentiable in `pred`)",
+                      DeprecationWarning, stacklevel=2)
+        return self.batch_losses(pred, target)
 
 
 def _grid_points(grid: Mapping[str, Sequence[float]] | None) -> list[tuple[float, float]]:
@@ -379,99 +258,79 @@ def fit_nonparametric(
     """
     t0 = time.perf_counter()
     points = _grid_points(grid)
-    task_obj = get_task(task, **task_kwargs)
-    validation_batches = _count(validation_batches, "validation_batches", 4)
-    directions = _count(directions, "directions", 2)
+    s = setup(metric, task, options, OPTIONS, batch_size, seed, task_kwargs)
+    validation_batches = check_int(validation_batches, "validation_batches", 4)
+    directions = check_int(directions, "directions", 2)
     sigma = check_positive(sigma, "sigma")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"`seed` must be an integer, got {seed!r}")
-    opts = dict(options or {})
-    if "temperature" in opts or "bandwidth" in opts:
-        raise ValueError("`options` must not set 'temperature' or 'bandwidth': they are chosen on `grid`")
-    if gradient_norm is not None:
-        gradient_norm = check_positive(gradient_norm, "gradient_norm")
-        if "scale" in opts:
-            raise ValueError("`options` sets 'scale' and `gradient_norm` asks to choose it: pass gradient_norm=None "
-                             "to keep your scale")
-    ref_kwargs = {k: opts.pop(k) for k in list(opts) if k not in OPTIONS}
-    if isinstance(metric, str | Metric) and METRIC_REFACTORINGS.get(getattr(metric, "name", metric)) == "accuracy":
-        ref_kwargs.setdefault("num_classes", task_kwargs.get("num_classes"))
-    refactoring = refactoring_for(metric, **ref_kwargs)
-    _check_options(opts)
-    if isinstance(metric, Refactoring) or (isinstance(metric, str) and metric not in task_obj.metrics):
-        met = Metric(refactoring.name, refactoring.metric, refactoring.higher_is_better)
-    else:
-        met = as_metric(metric, None, task_obj.metrics)
-
-    batch_size = _count(batch_size if batch_size is not None else task_obj.default_batch_size, "batch_size", 1)
+    _check_fixed_options(s.options, gradient_norm)
+    gradient_norm = check_positive(gradient_norm, "gradient_norm") if gradient_norm is not None else None
     gen = torch.Generator().manual_seed(seed)
-    if outputs is not None:
-        pred, target = stack_batches(outputs, batch_size, task_obj)
-        if pred.shape[0] < 4:
-            raise ValueError(f"`outputs` holds {pred.shape[0]} batches of batch_size={batch_size}; need at least 4 "
-                             "(half select the hyper-parameters, half measure the report)")
-        keep = torch.randperm(pred.shape[0], generator=gen)[:validation_batches]
-        pred, target = pred[keep], target[keep]
-        validation = "held-out model outputs"
-    else:
-        pred, target = task_obj.random_batches(validation_batches, batch_size, gen)
-        validation = "random batches (G_R)"
+    pred, target, validation = heldout_batches(s, outputs, validation_batches, gen, shuffle=True)
+    if pred.shape[0] < 4:
+        raise ValueError(f"`outputs` holds {pred.shape[0]} batches of batch_size={s.batch_size}; need at least 4 "
+                         "(half select the hyper-parameters, half measure the report)")
     n_sel = pred.shape[0] // 2
-    sel_p, sel_t, rep_p, rep_t = pred[:n_sel], target[:n_sel], pred[n_sel:], target[n_sel:]
+    sel, rep = (pred[:n_sel], target[:n_sel]), (pred[n_sel:], target[n_sel:])
+    probe = {"directions": directions, "sigma": sigma, "seed": seed}
 
-    def probe(loss_fn: Any, p: torch.Tensor, t: torch.Tensor) -> float:
-        # float64: sharp settings (small τ or h) have gradients around 1e-30 or below, whose squares underflow
-        # float32 and would make the correlation meaningless; the correlation itself does not depend on scale.
-        return gradient_agreement(loss_fn, met, p.double(), t, directions=directions, sigma=sigma, seed=seed)
-
-    scores: list[dict[str, float | None]] = []
-    for tau, h in points:
-        candidate = NonParametricLoss(refactoring, seed=seed, temperature=tau, bandwidth=h, **opts)
-        score = probe(candidate.stack_losses, sel_p, sel_t)
-        scores.append({"temperature": tau, "bandwidth": h,
-                       "gradient_agreement": score if math.isfinite(score) else None})
-    finite = [i for i, s in enumerate(scores) if s["gradient_agreement"] is not None]
+    scores = _grid_scores(s, points, sel, probe)
+    finite = [i for i, sc in enumerate(scores) if sc["gradient_agreement"] is not None]
     if not finite:
         raise ValueError(
-            f"metric {met.name!r} never changed along the probe directions on the {n_sel} selection batches, so "
-            "gradient agreement is undefined at every grid point; use larger `sigma`, more `directions` or batches"
+            f"metric {s.metric.name!r} never changed along the probe directions on the {n_sel} selection batches, "
+            "so gradient agreement is undefined at every grid point; use larger `sigma`, more `directions` or batches"
         )
     best = max(finite, key=lambda i: scores[i]["gradient_agreement"])  # first index on ties
-    chosen = {"temperature": scores[best]["temperature"], "bandwidth": scores[best]["bandwidth"]}
+    chosen = {"temperature": scores[best]["temperature"], "bandwidth": scores[best]["bandwidth"], **s.options}
     if gradient_norm is not None:
-        unscaled = NonParametricLoss(refactoring, seed=seed, **chosen, **opts)
-        x = sel_p.double().requires_grad_(True)
-        (grads,) = torch.autograd.grad(unscaled.stack_losses(x, sel_t).sum(), x)
-        median = float(grads.flatten(1).norm(dim=1).median())
-        if not median > 0:
-            raise ValueError(
-                f"the chosen loss (temperature {chosen['temperature']}, bandwidth {chosen['bandwidth']}) has zero "
-                "gradient on most selection batches, so it cannot be scaled to `gradient_norm`; pass "
-                "gradient_norm=None or a grid with larger values"
-            )
-        opts = {**opts, "scale": gradient_norm / median}
+        chosen["scale"] = gradient_norm / _median_gradient_norm(s, chosen, sel)
 
-    measured = NonParametricLoss(refactoring, seed=seed, **chosen, **opts)
-    t_metric = time.perf_counter()
-    values = met.evaluate(rep_p, rep_t)
-    metric_seconds = time.perf_counter() - t_metric
-    ours = agreement(measured.batch_losses(rep_p, rep_t), values, met.higher_is_better)
-    with torch.no_grad():
-        base = agreement(task_obj.baseline(rep_p, rep_t), values, met.higher_is_better)
-    grad_ours = probe(measured.stack_losses, rep_p, rep_t)
-    grad_base = probe(task_obj.baseline, rep_p, rep_t)
-
-    loss_fn = NonParametricLoss(refactoring, seed=seed, **chosen, **opts)  # fresh anchor generators
-    loss_fn.report = Report.from_agreement(
-        task_obj, met, "nonparametric", ours, base,
-        validation=validation,
-        n_validation_batches=int(rep_p.shape[0]),
-        batch_size=batch_size,
-        gradient_agreement=grad_ours,
-        baseline_gradient_agreement=grad_base,
-        settings={**loss_fn.config(), "grid": scores, "selection_batches": int(n_sel), "directions": directions,
-                  "sigma": sigma, "gradient_norm": gradient_norm},
-        learn_seconds=time.perf_counter() - t0,
-        metric_seconds=metric_seconds,
-    )
+    measured = NonParametricLoss(s.refactoring, seed=seed, task=s.task, **chosen)
+    settings = {**measured.config(), "grid": scores, "selection_batches": int(n_sel), "directions": directions,
+                "sigma": sigma, "gradient_norm": gradient_norm}
+    report = measure(measured, s.task, s.metric, rep, method="nonparametric", validation=validation,
+                     gradient_batches=None, gradient_dtype=torch.float64, settings=settings, **probe)
+    loss_fn = NonParametricLoss(s.refactoring, seed=seed, task=s.task, **chosen)  # fresh anchor generators
+    report.learn_seconds = time.perf_counter() - t0
+    loss_fn.report = report
     return loss_fn
+
+
+def _check_fixed_options(options: Mapping[str, Any], gradient_norm: float | None) -> None:
+    """The loss options ``fit_nonparametric`` takes as given: none it chooses itself."""
+    if "temperature" in options or "bandwidth" in options:
+        raise ValueError("`options` must not set 'temperature' or 'bandwidth': they are chosen on `grid`")
+    if gradient_norm is not None and "scale" in options:
+        raise ValueError("`options` sets 'scale' and `gradient_norm` asks to choose it: pass gradient_norm=None "
+                         "to keep your scale")
+    check_options(options, OPTIONS, _POSITIVE, "non-parametric")
+
+
+def _grid_scores(s: AnchoredSetup, points: list[tuple[float, float]], sel: tuple[torch.Tensor, torch.Tensor],
+                 probe: dict[str, Any]) -> list[dict[str, float | None]]:
+    """Gradient agreement on the selection batches at every (temperature, bandwidth) of the grid, each with a fresh
+    loss seeded like the result. In float64: sharp settings (small τ or h) have gradients around 1e-30 or below,
+    whose squares underflow float32 and would make the correlation meaningless."""
+    scores: list[dict[str, float | None]] = []
+    for tau, h in points:
+        candidate = NonParametricLoss(s.refactoring, seed=s.seed, task=s.task, temperature=tau, bandwidth=h,
+                                      **s.options)
+        score = gradient_agreement(candidate.batch_losses, s.metric, sel[0].double(), sel[1], **probe)
+        scores.append({"temperature": tau, "bandwidth": h,
+                       "gradient_agreement": score if math.isfinite(score) else None})
+    return scores
+
+
+def _median_gradient_norm(s: AnchoredSetup, chosen: dict[str, Any], sel: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """The median over the selection batches of the unscaled chosen loss's gradient norm (> 0, or a ValueError)."""
+    unscaled = NonParametricLoss(s.refactoring, seed=s.seed, task=s.task, **chosen)
+    x = sel[0].double().requires_grad_(True)
+    (grads,) = torch.autograd.grad(unscaled.batch_losses(x, sel[1]).sum(), x)
+    median = float(grads.flatten(1).norm(dim=1).median())
+    if not median > 0:
+        raise ValueError(
+            f"the chosen loss (temperature {chosen['temperature']}, bandwidth {chosen['bandwidth']}) has zero "
+            "gradient on most selection batches, so it cannot be scaled to `gradient_norm`; pass "
+            "gradient_norm=None or a grid with larger values"
+        )
+    return median

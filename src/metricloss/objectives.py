@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 
 from . import ranking
+from .evaluation import directional_correlation
 
 __all__ = ["OBJECTIVES", "approximation_objective", "gradient_objective", "gradient_penalty", "rank_objective"]
 
@@ -57,8 +58,6 @@ def gradient_penalty(grads: torch.Tensor) -> torch.Tensor:
 
 def gradient_objective(grads: torch.Tensor, deltas: torch.Tensor, changes: torch.Tensor) -> torch.Tensor:
     """``-mean`` over batches of the directional correlation (batches whose metric never moved are skipped)."""
-    from .evaluation import directional_correlation
-
     corr = directional_correlation(grads, deltas, changes)
     valid = ~torch.isnan(corr)
     if not bool(valid.any()):

@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
 if TYPE_CHECKING:
-    from .metrics.base import Metric
+    from .metrics.base import BatchMetric
     from .tasks.base import Task
 
 __all__ = ["Report"]
@@ -59,7 +61,7 @@ class Report:
     def from_agreement(
         cls,
         task: Task,
-        metric: Metric,
+        metric: BatchMetric,
         method: str,
         ours: Mapping[str, float],
         baseline: Mapping[str, float],
@@ -81,8 +83,6 @@ class Report:
             **fields: the other fields of :class:`Report` (``settings``, ``gradient_agreement``,
                 ``learn_seconds``, ...); ``library_version`` is this metricloss's.
         """
-        from . import __version__
-
         return cls(
             task=task.name,
             task_config=task.config(),

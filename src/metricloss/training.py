@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .learn import learn
+
 __all__ = ["LossFn", "SurrogateRefresher", "checkpoint_steps", "fit", "mlp", "predict", "small_cnn"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -128,8 +130,6 @@ class SurrogateRefresher:
         return self.surrogate(pred, target)
 
     def on_epoch(self, epoch: int, model: nn.Module) -> None:
-        from .learn import learn
-
         # Bootstrap the current outputs into many batches, so held-out validation has more than a couple.
         logits = predict(model, self.x)
         gen = torch.Generator().manual_seed(epoch)

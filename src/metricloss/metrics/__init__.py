@@ -1,23 +1,75 @@
-"""Batch-level metrics and the adapter that accepts names, callables and torchmetrics objects."""
+"""Batch-level metrics, one module per task family, and the adapter that accepts names, callables and torchmetrics
+objects.
 
-from .base import Metric, MetricError, as_metric
+Every family is exported the same way: its module (``metrics.classification``, ``metrics.ordinal``,
+``metrics.set``, ``metrics.pose``, ``metrics.sequence``, each with ``BUILTINS``, the metrics its task knows by name)
+and its metric functions at this level (``metrics.accuracy``, ``metrics.mae``, ``metrics.f1``, ``metrics.pck``,
+``metrics.bleu``, ...). :class:`BatchMetric` is a metric with its direction; ``Metric``, its old name, still works
+but warns.
+
+Example:
+    >>> import torch
+    >>> from metricloss import metrics
+    >>> logits, target = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    >>> float(metrics.accuracy(logits, target)), sorted(metrics.FAMILIES)
+    (0.5, ['classification', 'ordinal', 'pose', 'sequence', 'set'])
+"""
+
+import warnings
+from typing import Any
+
+from . import classification, ordinal, pose, sequence, set
+from .base import BatchMetric, MetricError, as_metric
 from .classification import accuracy, top_k_accuracy
+from .ordinal import mae, quadratic_kappa, within1_accuracy
 from .pose import pck, pckh, percentage_correct_keypoints, percentage_correct_keypoints_head
 from .sequence import bleu, chrf, edit_distance, rouge_l, token_f1
+from .set import auroc, average_precision, balanced_accuracy, f1, mcc
+
+#: Each family's built-in metrics by name (the ``BUILTINS`` of its module).
+FAMILIES: dict[str, dict[str, BatchMetric]] = {
+    "classification": classification.BUILTINS,
+    "ordinal": ordinal.BUILTINS,
+    "set": set.BUILTINS,
+    "pose": pose.BUILTINS,
+    "sequence": sequence.BUILTINS,
+}
 
 __all__ = [
-    "Metric",
+    "FAMILIES",
+    "BatchMetric",
     "MetricError",
     "accuracy",
     "as_metric",
+    "auroc",
+    "average_precision",
+    "balanced_accuracy",
     "bleu",
     "chrf",
+    "classification",
     "edit_distance",
+    "f1",
+    "mae",
+    "mcc",
+    "ordinal",
     "pck",
     "pckh",
     "percentage_correct_keypoints",
     "percentage_correct_keypoints_head",
+    "pose",
+    "quadratic_kappa",
     "rouge_l",
+    "sequence",
+    "set",
     "token_f1",
     "top_k_accuracy",
+    "within1_accuracy",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Metric":
+        warnings.warn("metricloss.metrics.Metric is deprecated: it is now BatchMetric (torchmetrics has a "
+                      "different Metric)", DeprecationWarning, stacklevel=2)
+        return BatchMetric
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,8 @@
 
 A *metric* in metricloss scores one batch: ``metric(pred, target) -> float`` with the task's call shapes
 (see :mod:`metricloss.tasks`). :func:`as_metric` turns a built-in name, a plain callable or a torchmetrics
-metric object into a :class:`Metric`; learners only ever talk to :class:`Metric`.
+metric object into a :class:`BatchMetric`; learners only ever talk to :class:`BatchMetric`. (``Metric`` is the
+old name of :class:`BatchMetric`, kept as an alias; it was renamed so as not to read as torchmetrics' ``Metric``.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Metric", "MetricError", "as_metric"]
+__all__ = ["BatchMetric", "Metric", "MetricError", "as_metric"]
 
 BatchFn = Callable[[torch.Tensor, torch.Tensor], Any]
 StackedFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -25,8 +26,8 @@ class MetricError(ValueError):
 
 
 @dataclass(frozen=True)
-class Metric:
-    """A batch metric with its direction.
+class BatchMetric:
+    """A batch metric with its direction (not a torchmetrics ``Metric``: it holds no state between batches).
 
     Attributes:
         name: shown in reports and stored with surrogates.
@@ -64,6 +65,10 @@ class Metric:
         return values if self.higher_is_better else -values
 
 
+#: The old name of :class:`BatchMetric` (an alias: ``isinstance`` and every use are the same).
+Metric = BatchMetric
+
+
 def _to_float(value: Any, name: str) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
@@ -82,7 +87,7 @@ def _to_float(value: Any, name: str) -> float:
     return v
 
 
-def _wrap_torchmetrics(obj: Any, higher_is_better: bool | None) -> Metric:
+def _wrap_torchmetrics(obj: Any, higher_is_better: bool | None) -> BatchMetric:
     hib = obj.higher_is_better if higher_is_better is None else higher_is_better
     if hib is None:
         raise ValueError(
@@ -96,25 +101,25 @@ def _wrap_torchmetrics(obj: Any, higher_is_better: bool | None) -> Metric:
         obj.reset()
         return value
 
-    return Metric(type(obj).__name__, fn, bool(hib))
+    return BatchMetric(type(obj).__name__, fn, bool(hib))
 
 
 def as_metric(
-    metric: Any, higher_is_better: bool | None = None, builtins: dict[str, Metric] | None = None
-) -> Metric:
-    """Adapt ``metric`` to a :class:`Metric`.
+    metric: Any, higher_is_better: bool | None = None, builtins: dict[str, BatchMetric] | None = None
+) -> BatchMetric:
+    """Adapt ``metric`` to a :class:`BatchMetric`.
 
     Args:
-        metric: a :class:`Metric`; a built-in name (a key of ``builtins``); a torchmetrics ``Metric``
+        metric: a :class:`BatchMetric`; a built-in name (a key of ``builtins``); a torchmetrics ``Metric``
             object (its own ``higher_is_better`` is used); or any callable ``metric(pred, target)``
             returning one number per batch (higher is better unless ``higher_is_better=False``).
         higher_is_better: overrides the direction.
         builtins: the task's built-in metrics, for names.
     """
-    if isinstance(metric, Metric):
+    if isinstance(metric, BatchMetric):
         if higher_is_better is None or higher_is_better == metric.higher_is_better:
             return metric
-        return Metric(metric.name, metric.fn, higher_is_better, metric.stacked)
+        return BatchMetric(metric.name, metric.fn, higher_is_better, metric.stacked)
     if isinstance(metric, str):
         builtins = builtins or {}
         if metric not in builtins:
@@ -129,7 +134,7 @@ def as_metric(
         return _wrap_torchmetrics(metric, higher_is_better)
     if callable(metric):
         name = getattr(metric, "__name__", type(metric).__name__)
-        return Metric(name, metric, True if higher_is_better is None else bool(higher_is_better))
+        return BatchMetric(name, metric, True if higher_is_better is None else bool(higher_is_better))
     raise TypeError(
         "`metric` must be a built-in metric name, a callable metric(pred, target) -> float, "
         f"or a torchmetrics Metric object; got {type(metric).__name__}"

@@ -9,18 +9,18 @@ by inverse-distance weighting over adaptive anchors (no learned weights).
 >>> bool(scores.grad[3] < 0), bool(scores.grad[2] > 0)  # push the positive up, the negative down
 (True, True)
 
-Modules: :mod:`.refactorings` (f and g of built-in metrics, and the interface for yours),
-:mod:`.interpolation` (sigmoid relaxation and inverse-distance weighting), :mod:`.anchors` (good, bad and
-nearby anchors), :mod:`.module` (the loss), :mod:`.integration` (``learn_uniloss``: build and measure).
+Modules: :mod:`.module` (the loss), :mod:`.integration` (:func:`build_uniloss`: build and measure). The core
+it shares with the non-parametric surrogate lives in :mod:`metricloss.anchored` (refactorings: f and g of built-in
+metrics and the interface for yours; sigmoid relaxation; inverse-distance weighting; good, bad and nearby
+anchors); its names are exported here too.
 """
 
 import torch  # noqa: F401  (used by the doctest above)
 
-from .anchors import AnchorSet, flip_toward_best, sample_anchors
-from .integration import METRIC_REFACTORINGS, learn_uniloss, refactoring_for
-from .interpolation import inverse_distance_weighting, relax, squared_distances
-from .module import OPTIONS, UniLoss, build, draw_anchors, uniloss
-from .refactorings import (
+from ..anchored.anchors import AnchorSet, flip_toward_best, random_bits, sample_anchors
+from ..anchored.draw import anchored_comparisons, draw_anchors
+from ..anchored.kernels import inverse_distance_weighting, squared_distances
+from ..anchored.refactorings import (
     PCK,
     REFACTORINGS,
     Accuracy,
@@ -35,6 +35,9 @@ from .refactorings import (
     pck_comparisons,
     pck_from_bits,
 )
+from ..anchored.relaxation import relax
+from .integration import METRIC_REFACTORINGS, build_uniloss, learn_uniloss, refactoring_for
+from .module import OPTIONS, UniLoss, build, uniloss
 
 __all__ = [
     "METRIC_REFACTORINGS",
@@ -50,15 +53,18 @@ __all__ = [
     "UniLoss",
     "accuracy_comparisons",
     "accuracy_from_bits",
+    "anchored_comparisons",
     "average_precision_comparisons",
     "average_precision_from_bits",
     "build",
+    "build_uniloss",
     "draw_anchors",
     "flip_toward_best",
     "inverse_distance_weighting",
     "learn_uniloss",
     "pck_comparisons",
     "pck_from_bits",
+    "random_bits",
     "refactoring_for",
     "relax",
     "sample_anchors",

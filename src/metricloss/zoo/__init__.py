@@ -9,7 +9,9 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from ..surrogate import Surrogate
+from ..io import load
+from ..surrogate import MetricLoss
+from ..tasks.base import get_task
 
 __all__ = ["available", "pretrained"]
 
@@ -20,15 +22,12 @@ def available() -> list[str]:
     return sorted(p.name[: -len(".safetensors")] for p in folder.iterdir() if p.name.endswith(".safetensors"))
 
 
-def pretrained(name: str, **task_kwargs: Any) -> Surrogate:
+def pretrained(name: str, **task_kwargs: Any) -> MetricLoss:
     """Load a shipped surrogate, e.g. ``pretrained("classification-accuracy")``.
 
     Task shape arguments (e.g. ``num_classes=100``) replace those it was learned with, for surrogates whose
     network does not depend on them; its model card says for which shapes its numbers were measured.
     """
-    from ..io import load
-    from ..tasks import get_task
-
     names = available()
     if name not in names:
         raise ValueError(f"`name`: no shipped surrogate {name!r}; available: {', '.join(names) or 'none'}")

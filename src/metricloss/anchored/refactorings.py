@@ -4,7 +4,7 @@ A refactoring splits a batch metric into
 
 - :math:`f`: scores and targets :math:`\to` comparisons :math:`c` (differences of two scores; any tensor shape),
   oriented so that :math:`c > 0` is what the ground truth wants;
-- :math:`h`: the step :math:`b = [c > 0]` (relaxed by :func:`~metricloss.uniloss.interpolation.relax`);
+- :math:`h`: the step :math:`b = [c > 0]` (relaxed by :func:`~metricloss.anchored.relax`);
 - :math:`g`: binary configurations :math:`\to` the metric value, evaluated on a stack ``(A, *c.shape)`` of
   configurations at once.
 
@@ -80,6 +80,11 @@ class Refactoring(ABC):
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments (JSON-able), stored with a saved :class:`~metricloss.uniloss.UniLoss`."""
         return {}
+
+    def task_spec(self) -> tuple[str, dict[str, Any]] | None:
+        """The task family (name and shape arguments) whose call shapes this refactoring takes, if it knows it; a
+        loss built on it without ``task=`` gets that task (``None``: it has no task unless given one)."""
+        return None
 
     def metric(self, pred: torch.Tensor, target: torch.Tensor) -> float:
         """The exact metric through the refactoring, :math:`g(h(f(s, y)))`."""
@@ -251,6 +256,9 @@ class Accuracy(Refactoring):
     def config(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes}
 
+    def task_spec(self) -> tuple[str, dict[str, Any]] | None:
+        return ("classification", {"num_classes": self.num_classes}) if self.num_classes is not None else None
+
 
 # -------------------------------------------------------------------------------------- average precision
 
@@ -323,6 +331,9 @@ class AveragePrecision(Refactoring):
 
     def evaluate(self, bits: torch.Tensor, context: Any) -> torch.Tensor:
         return average_precision_from_bits(bits)
+
+    def task_spec(self) -> tuple[str, dict[str, Any]] | None:
+        return ("set", {"num_labels": None})
 
 
 # ----------------------------------------------------------------------------------------------------- PCK

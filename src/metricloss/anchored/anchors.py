@@ -91,11 +91,8 @@ def flip_toward_best(
 def sample_anchors(
     hard: torch.Tensor,
     *,
-    num_good: int = 16,
-    num_bad: int = 16,
-    num_nearby: int = 16,
-    good_flips: int = 1,
-    nearby_flips: int = 1,
+    num_good: int = 16, num_bad: int = 16, num_nearby: int = 16,  # anchors of each kind
+    good_flips: int = 1, nearby_flips: int = 1,  # bits flipped in each good / nearby anchor
     nearby: NearbyFn | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:

@@ -1,0 +1,160 @@
+"""Batch preparation for learning: the G_R pool, the G_M split and relabelling, the held-out batches, and each
+step's draw.
+
+Metric values are computed once per batch here: G_R batches are drawn up front into a pool and G_M batches are
+fixed, so a slow Python metric costs its evaluations once, not once per step. Every size (pool, held-out share)
+is decided in this module, so bounding memory is a change here only.
+
+The stages see disjoint data: the held-out batches (model selection and the report) are never in the G_M
+learning part nor relabelled into the G_R pool.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from .._checks import check_int
+from ..evaluation import stack_batches
+from ..metrics.base import BatchMetric
+from ..tasks.base import Task
+from .settings import LearnSettings
+
+__all__ = ["POOL_ELEMENTS", "LearningBatches", "StepBatches", "TimedMetric", "pool_size", "prepare_batches"]
+
+#: Pools are capped at this many scalar elements of predictions (about 128 MiB of float32).
+POOL_ELEMENTS = 32 * 1024 * 1024
+#: The share of G_M batches held out for validation (at most ``validation_batches``).
+HELDOUT_SHARE = 4
+
+
+def pool_size(requested: int | None, per_batch: int, batches_per_step: int) -> int:
+    """G_R pool size in batches: ``requested``, else as many as fit in :data:`POOL_ELEMENTS` (at most 4096, at
+    least two steps' worth)."""
+    if requested is not None:
+        return int(requested)
+    return max(2 * batches_per_step, min(4096, POOL_ELEMENTS // max(per_batch, 1)))
+
+
+class TimedMetric:
+    """A metric's values turned higher-is-better, with the time spent computing them (``seconds``)."""
+
+    def __init__(self, metric: BatchMetric) -> None:
+        self.metric = metric
+        self.seconds = 0.0
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        values = self.metric.evaluate(pred, target)
+        self.seconds += time.perf_counter() - t0
+        return self.metric.oriented(values)
+
+
+@dataclass
+class StepBatches:
+    """The batches of one learning step: ``pred`` / ``target`` stacks, their oriented metric ``values``, whether
+    each came from the G_R pool (``from_random``) and its index in the pool or in the G_M learning part."""
+
+    pred: torch.Tensor
+    target: torch.Tensor
+    values: torch.Tensor
+    from_random: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass
+class LearningBatches:
+    """Everything learning draws from: the G_R pool, the G_M learning part and the held-out batches, each a
+    ``(pred, target, oriented metric values)`` triple, and how steps mix them."""
+
+    pool: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    model: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+    heldout: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    p_random: float
+    validation: str
+    relabelled: int
+
+    @property
+    def offset(self) -> float:
+        """The L1/L2 objectives' offset: the best metric value over the learning batches (pool and G_M)."""
+        parts = [self.pool[2]] + ([self.model[2]] if self.model is not None else [])
+        return float(torch.cat(parts).max())
+
+    def draw(self, n: int, generator: torch.Generator) -> StepBatches:
+        """``n`` batches, each from the pool with probability ``p_random`` and from G_M otherwise."""
+        from_random = torch.rand(n, generator=generator) < self.p_random
+        if self.model is None:
+            from_random[:] = True
+        n_r = int(from_random.sum())
+        r_pred, r_target, r_values = self.pool
+        ri = torch.randint(0, r_pred.shape[0], (n_r,), generator=generator)
+        parts = [(r_pred[ri], r_target[ri], r_values[ri])]
+        index = [ri]
+        if n_r < n:
+            m_pred, m_target, m_values = self.model
+            mi = torch.randint(0, m_pred.shape[0], (n - n_r,), generator=generator)
+            parts.append((m_pred[mi], m_target[mi], m_values[mi]))
+            index.append(mi)
+        pred, target, values = (torch.cat(x) for x in zip(*parts, strict=True))
+        flags = torch.arange(n) < n_r  # the pool's batches come first
+        return StepBatches(pred, target, values, flags, torch.cat(index))
+
+
+def _split_outputs(outputs: Iterable, task: Task, settings: LearnSettings, gen: torch.Generator):
+    all_pred, all_target = stack_batches(outputs, settings.batch_size, task)
+    perm = torch.randperm(all_pred.shape[0], generator=gen)
+    n_val = min(settings.validation_batches, max(1, all_pred.shape[0] // HELDOUT_SHARE))
+    if all_pred.shape[0] - n_val < 1 or n_val < 2:
+        raise ValueError("`outputs` is too small: need at least 8 batches of batch_size to learn and validate")
+    heldout = all_pred[perm[:n_val]], all_target[perm[:n_val]]
+    learning = all_pred[perm[n_val:]], all_target[perm[n_val:]]
+    return learning, heldout
+
+
+def _check_varies(metric: BatchMetric, name: str, values: torch.Tensor) -> None:
+    if float(values.max() - values.min()) == 0.0:
+        raise ValueError(
+            f"metric {metric.name!r} is constant over the {name} ({float(values[0])}): its rank correlation "
+            "is undefined, so there is nothing to learn; check the metric and the task's shape arguments"
+        )
+
+
+def prepare_batches(
+    task: Task,
+    metric: TimedMetric,
+    settings: LearnSettings,
+    outputs: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+    generator: torch.Generator,
+) -> LearningBatches:
+    """Draw the G_R pool (with model outputs, half of it relabels G_M predictions), split G_M into learning and
+    held-out batches (without, the held-out batches are fresh G_R batches), and compute every metric value once."""
+    learning = heldout = None
+    if outputs is not None:
+        learning, heldout = _split_outputs(outputs, task, settings, generator)
+        p_random = 0.5 if settings.p_random is None else settings.p_random
+        validation = "held-out model outputs"
+    else:
+        p_random, validation = 1.0, "random batches (G_R)"
+    probe = task.random_batches(1, 1, torch.Generator())[0]
+    per_batch = settings.batch_size * probe[0, 0].numel()
+    requested = settings.pool_size if settings.pool_size is not None else task.default_pool_size
+    n_pool = check_int(pool_size(requested, per_batch, settings.batches_per_step), "pool_size", 2)
+    r_pred, r_target = task.random_batches(n_pool, settings.batch_size, generator)
+    relabelled = 0
+    if learning is not None:
+        relabelled = n_pool // 2
+        src = torch.randint(0, learning[0].shape[0], (relabelled,), generator=generator)
+        r_pred[:relabelled], r_target[:relabelled] = task.relabel(learning[0][src], learning[1][src], generator)
+    if heldout is None:
+        heldout = task.random_batches(settings.validation_batches, settings.batch_size, generator)
+
+    r_values = metric(r_pred, r_target)
+    model = (*learning, metric(*learning)) if learning is not None else None
+    v_values = metric(*heldout)
+    _check_varies(metric.metric, "random batches", r_values)
+    _check_varies(metric.metric, "validation batches", v_values)
+    return LearningBatches((r_pred, r_target, r_values), model, (*heldout, v_values), p_random, validation,
+                           relabelled)
