@@ -60,6 +60,7 @@ from torch import nn
 from .._checks import check_choice, check_class_batch
 from ..metrics.base import Metric
 from ..metrics.ordinal import BUILTINS
+from ._nets import mlp
 from .base import Task, register_task
 
 __all__ = ["OrdinalNet", "OrdinalTask", "ordinal_features"]
@@ -120,15 +121,6 @@ def ordinal_features(logits: torch.Tensor, target: torch.Tensor, features: tuple
     return torch.stack(out, dim=-1)
 
 
-def _mlp(width: int, hidden: int, depth: int, out: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.ELU()]
-        width = hidden
-    layers.append(nn.Linear(width, out))
-    return nn.Sequential(*layers)
-
-
 class OrdinalNet(nn.Module):
     """ELU MLPs on :func:`ordinal_features`; ``pool="mean"`` averages a per-sample loss, ``pool="deepsets"``
     averages per-sample embeddings and maps the mean to the loss. Stacks ``(N, B, K)``, ``(N, B)`` -> ``(N,)``."""
@@ -152,11 +144,11 @@ class OrdinalNet(nn.Module):
         if not (self.spread_floor > 0 and math.isfinite(self.spread_floor)):
             raise ValueError(f"`spread_floor` must be a positive finite number, got {spread_floor!r}")
         if pool == "mean":
-            self.phi = _mlp(len(features), hidden, depth, 1)
+            self.phi = mlp(len(features), hidden, depth, 1)
             self.rho = None
         else:
-            self.phi = _mlp(len(features), hidden, depth, embedding)
-            self.rho = _mlp(embedding, hidden, 1, 1)
+            self.phi = mlp(len(features), hidden, depth, embedding)
+            self.rho = mlp(embedding, hidden, 1, 1)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         feats = ordinal_features(logits, target, self.features, self.sharpness, self.spread_floor)

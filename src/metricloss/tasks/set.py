@@ -62,6 +62,7 @@ from torch import nn
 from .._checks import check_float_tensor, check_tensor
 from ..metrics.base import Metric
 from ..metrics.set import BUILTINS
+from ._nets import mlp
 from .base import Task, register_task
 
 __all__ = ["SetNet", "SetTask", "set_features"]
@@ -115,15 +116,6 @@ def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str
     return torch.stack(out, dim=-1)
 
 
-def _mlp(width: int, hidden: int, depth: int, out: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.ELU()]
-        width = hidden
-    layers.append(nn.Linear(width, out))
-    return nn.Sequential(*layers)
-
-
 class SetNet(nn.Module):
     """DeepSets surrogate: per-sample ELU MLP on :func:`set_features`, means over positives and negatives, ELU MLP.
 
@@ -155,8 +147,8 @@ class SetNet(nn.Module):
             if not (float(value) > 0 and math.isfinite(float(value))):
                 raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
         width = ("prob" in features) + ("sign" in features) + ("rank" in features) * (1 + 3 * len(temperatures))
-        self.phi = _mlp(width, hidden, depth, embedding)
-        self.rho = _mlp(2 * embedding + 1, hidden, depth, 1)
+        self.phi = mlp(width, hidden, depth, embedding)
+        self.rho = mlp(2 * embedding + 1, hidden, depth, 1)
 
     def forward(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if scores.dim() == 2:  # (N, B): binary
