@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -253,20 +254,10 @@ class CombinedLoss(nn.Module):
         return f"{mode}{extra}, reduction={self.reduction!r}, step={self.step}, current={self.weight:.4g}"
 
 
-def combine(
-    base: LossFn,
-    surrogate: LossFn,
-    weight: float | str = "auto",
-    *,
-    ratio: float = 0.5,
-    momentum: float = 0.9,
-    warmup: int = 0,
-    schedule: Schedule | None = None,
-    reduction: str = "mean",
-    distributed: bool | None = None,
-) -> CombinedLoss:
-    """``base + w * surrogate`` as an ``nn.Module`` loss, ``w`` balanced from the gradients (see
-    :class:`CombinedLoss` for the method and every argument).
+def combine(base: LossFn, surrogate: LossFn, weight: float | str = "auto", **options: Any) -> CombinedLoss:
+    """``base + w * surrogate`` as an ``nn.Module`` loss, ``w`` balanced from the gradients: a
+    :class:`CombinedLoss`, whose docstring gives the method and the keyword ``options`` (``ratio``, ``momentum``,
+    ``warmup``, ``schedule``, ``reduction``, ``distributed``).
 
     Example:
         >>> import torch, torch.nn.functional as F, metricloss as ml
@@ -274,8 +265,7 @@ def combine(
         >>> loss_fn(torch.randn(8, 10, requires_grad=True), torch.randint(0, 10, (8,))).dim()
         0
     """
-    return CombinedLoss(base, surrogate, weight, ratio=ratio, momentum=momentum, warmup=warmup,
-                        schedule=schedule, reduction=reduction, distributed=distributed)
+    return CombinedLoss(base, surrogate, weight, **options)
 
 
 def _scalar(value: object, name: str) -> torch.Tensor:

@@ -204,6 +204,14 @@ def _lengths(seqs: list[list[int]]) -> torch.Tensor:
     return torch.tensor([len(s) for s in seqs], dtype=torch.float64)
 
 
+def _sacrebleu_metric(logits: torch.Tensor, target: torch.Tensor, pad_id: int | None, reduction: Reduction,
+                      scorer: Any) -> torch.Tensor:
+    """A sacrebleu sentence score of greedy hypotheses, divided by 100 and reduced over the batch."""
+    check_sequence_pair(logits, target, pad_id)
+    hyps, refs = decode(logits, target, pad_id)
+    return _reduce(_sacrebleu_scores(hyps, refs, logits.shape[-1], scorer), target.shape[:-1], reduction)
+
+
 def bleu(
     logits: torch.Tensor, target: torch.Tensor, *, pad_id: int | None = None, reduction: Reduction = "mean"
 ) -> torch.Tensor:
@@ -227,10 +235,7 @@ def bleu(
         >>> round(float(bleu(swapped, target)), 4)   # n-gram matches 5/5, 1/4, 0/3, 0/2 (exp-smoothed)
         0.2686
     """
-    check_sequence_pair(logits, target, pad_id)
-    hyps, refs = decode(logits, target, pad_id)
-    scores = _sacrebleu_scores(hyps, refs, logits.shape[-1], _bleu_scorer())
-    return _reduce(scores, target.shape[:-1], reduction)
+    return _sacrebleu_metric(logits, target, pad_id, reduction, _bleu_scorer())
 
 
 def chrf(
@@ -247,10 +252,7 @@ def chrf(
         >>> round(float(chrf(torch.nn.functional.one_hot(target, 10).float(), target)), 4)
         1.0
     """
-    check_sequence_pair(logits, target, pad_id)
-    hyps, refs = decode(logits, target, pad_id)
-    scores = _sacrebleu_scores(hyps, refs, logits.shape[-1], _chrf_scorer())
-    return _reduce(scores, target.shape[:-1], reduction)
+    return _sacrebleu_metric(logits, target, pad_id, reduction, _chrf_scorer())
 
 
 def edit_distance(
