@@ -202,7 +202,7 @@ def test_features_match_a_naive_loop():
             y = int(target[n, b])
             e = np.exp(np.array(z) - max(z))
             p = e / e.sum()
-            sd = float(np.std(z))
+            sd = max(float(np.std(z)), O.SPREAD_FLOOR)  # the default floor of the spread
             eq = np.exp(3.0 * (np.array(z) - max(z)) / sd)
             q = eq / eq.sum()
             ks = np.arange(K)
@@ -281,9 +281,12 @@ def test_sharp_feature_gradient_is_bounded_by_sharpness_over_the_floor(floor):
 
 
 def test_nets_saved_without_a_floor_keep_the_old_one():
-    # Surrogates saved before `spread_floor` was stored have no such key: they must behave as before (1e-3).
+    # Surrogates saved before `spread_floor` was stored have no such key: they must behave as before (1e-3), while
+    # a net built without the key (a user's `net=` dict) gets the bounded default.
     config = {k: v for k, v in T.default_net_config().items() if k != "spread_floor"}
-    assert T.build_net(**config).spread_floor == 1e-3
+    loaded = ml.Surrogate.from_config(config, task=T)
+    assert loaded.net.spread_floor == 1e-3 and loaded.config()["spread_floor"] == 1e-3  # re-saved explicitly
+    assert T.build_net(**config).spread_floor == O.SPREAD_FLOOR
 
 
 def test_net_config_errors():

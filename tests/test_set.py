@@ -334,9 +334,12 @@ def test_feature_jacobians_are_finite_and_bounded_at_any_scale(floor):
 
 
 def test_nets_saved_without_a_floor_keep_the_old_one():
-    config = {k: v for k, v in S.SetTask().default_net_config().items() if not k.endswith("_floor")}
-    net = S.SetTask().build_net(**config)
+    # Files saved before the floors were stored rebuild with 1e-3; a `net=` dict without them gets the defaults.
+    task = S.SetTask()
+    config = {k: v for k, v in task.default_net_config().items() if not k.endswith("_floor")}
+    net = ml.Surrogate.from_config(config, task=task).net
     assert (net.sign_floor, net.rank_floor) == (1e-3, 1e-3)
+    assert (task.build_net(**config).sign_floor, task.build_net(**config).rank_floor) == (S.SIGN_FLOOR, S.RANK_FLOOR)
 
 
 def test_net_gradcheck_and_double_backward_in_float64():

@@ -222,6 +222,7 @@ class Surrogate(MetricLoss, kind="surrogate"):
             raise TypeError(f"a learned surrogate takes no option(s) {sorted(options)} (those are for UniLoss files)")
         if not isinstance(task, Task):
             raise TypeError(f"`task` must be the metricloss Task the surrogate was learned for, got {task!r}")
+        config = task.stored_net_config(config)
         net = task.build_net(**config)
         if tensors is not None:
             net.load_state_dict(tensors, strict=True)

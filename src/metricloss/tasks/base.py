@@ -31,6 +31,9 @@ class Task(ABC):
     #: G_R batches drawn up front by :func:`metricloss.learn` (``None``: as many as fit in ~128 MiB, <= 4096).
     #: Tasks with slow metrics set a smaller pool.
     default_pool_size: ClassVar[int | None] = None
+    #: Values of net-configuration keys added after surrogates were first saved: a stored configuration that lacks
+    #: such a key was saved before it existed and is rebuilt with the value it then had (see :meth:`stored_net_config`).
+    stored_net_defaults: ClassVar[dict[str, Any]] = {}
 
     @abstractmethod
     def config(self) -> dict[str, Any]:
@@ -62,6 +65,11 @@ class Task(ABC):
     @abstractmethod
     def build_net(self, **net_config: Any) -> nn.Module:
         """The surrogate network: ``net(pred, target) -> (N,)`` on stacks."""
+
+    def stored_net_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The configuration a saved surrogate's net is rebuilt with: ``config`` completed by
+        :attr:`stored_net_defaults`, so a file saved before a key existed behaves as it did when it was saved."""
+        return {**self.stored_net_defaults, **config}
 
     def relabel(
         self, pred: torch.Tensor, target: torch.Tensor, generator: torch.Generator

@@ -51,7 +51,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -69,13 +69,13 @@ FEATURES = ("expected_error", "target_prob", "below", "above", "near", "expected
             "sharp_error", "sharp_near", "sharp_expected")
 #: The default: only features that do not change with the logit scale, as the metrics do not.
 DEFAULT_FEATURES = ("target", "sharp_error", "sharp_near", "sharp_expected")
-#: Floor of the logits' spread in the ``sharp_*`` features for new surrogates (``OrdinalNet``'s own default, 1e-3,
-#: is the floor of surrogates saved before it was stored in their config). See ``docs/reliability.md``.
+#: Floor of the logits' spread in the ``sharp_*`` features (surrogates saved before it was stored in their config
+#: had 1e-3: :attr:`OrdinalTask.stored_net_defaults`). See ``docs/reliability.md``.
 SPREAD_FLOOR = 1.0
 
 
 def ordinal_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[str, ...],
-                     sharpness: float = 4.0, spread_floor: float = 1e-3) -> torch.Tensor:
+                     sharpness: float = 4.0, spread_floor: float = SPREAD_FLOOR) -> torch.Tensor:
     r"""Per-sample features ``(..., B, F)`` of logits ``(..., B, K)`` and class indices ``(..., B)``.
 
     The ``sharp_*`` features use :math:`q = \mathrm{softmax}(\beta z / \max(\mathrm{sd}(z), \epsilon))`
@@ -127,7 +127,7 @@ class OrdinalNet(nn.Module):
 
     def __init__(self, features: tuple[str, ...] | list[str] = DEFAULT_FEATURES, pool: str = "deepsets",
                  hidden: int = 64, depth: int = 2, embedding: int = 32, sharpness: float = 4.0,
-                 spread_floor: float = 1e-3) -> None:
+                 spread_floor: float = SPREAD_FLOOR) -> None:
         super().__init__()
         features = tuple(features)
         if not features or set(features) - set(FEATURES):
@@ -191,6 +191,7 @@ class OrdinalTask(Task):
     baseline_name = "cross-entropy"
     default_metric = "mae"
     default_batch_size = 128
+    stored_net_defaults: ClassVar[dict[str, Any]] = {"spread_floor": 1e-3}
 
     def __init__(self, num_classes: int) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:

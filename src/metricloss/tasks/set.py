@@ -53,7 +53,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -70,15 +70,15 @@ __all__ = ["SetNet", "SetTask", "set_features"]
 FEATURES = ("prob", "sign", "rank")
 #: The default: only features that do not change with the scale of the scores, as the five metrics do not.
 DEFAULT_FEATURES = ("sign", "rank")
-#: Floors of the scores' rms (soft sign) and sd (comparisons) for new surrogates (``SetNet``'s own defaults, 1e-3,
-#: are the floors of surrogates saved before they were stored in their config). See ``docs/reliability.md``.
+#: Floors of the scores' rms (soft sign) and sd (comparisons) (surrogates saved before they were stored in their
+#: config had 1e-3: :attr:`SetTask.stored_net_defaults`). See ``docs/reliability.md``.
 SIGN_FLOOR = 0.2
 RANK_FLOOR = 0.5
 
 
 def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str, ...],
-                 temperatures: tuple[float, ...], sharpness: float = 3.0, sign_floor: float = 1e-3,
-                 rank_floor: float = 1e-3) -> torch.Tensor:
+                 temperatures: tuple[float, ...], sharpness: float = 3.0, sign_floor: float = SIGN_FLOOR,
+                 rank_floor: float = RANK_FLOOR) -> torch.Tensor:
     r"""Per-sample features ``(M, B, F)`` of ``M`` sets of scores ``(M, B)`` with 0/1 targets ``(M, B)``.
 
     ``"prob"`` adds :math:`\sigma(s_b)`; ``"rank"`` adds the positive rate and, per temperature, the soft fractions
@@ -125,8 +125,8 @@ class SetNet(nn.Module):
 
     def __init__(self, features: tuple[str, ...] | list[str] = DEFAULT_FEATURES,
                  temperatures: tuple[float, ...] | list[float] = (0.1, 0.5), hidden: int = 64, depth: int = 2,
-                 embedding: int = 32, sharpness: float = 3.0, sign_floor: float = 1e-3,
-                 rank_floor: float = 1e-3) -> None:
+                 embedding: int = 32, sharpness: float = 3.0, sign_floor: float = SIGN_FLOOR,
+                 rank_floor: float = RANK_FLOOR) -> None:
         super().__init__()
         features = tuple(features)
         if not features or set(features) - set(FEATURES):
@@ -184,6 +184,7 @@ class SetTask(Task):
     baseline_name = "binary cross-entropy"
     default_metric = "f1"
     default_batch_size = 64
+    stored_net_defaults: ClassVar[dict[str, Any]] = {"sign_floor": 1e-3, "rank_floor": 1e-3}
 
     def __init__(self, num_labels: int | None = None) -> None:
         if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)
