@@ -1,7 +1,7 @@
 """Batch-level metrics and the adapter that accepts names, callables and torchmetrics objects."""
 
 from .base import Metric, MetricError, as_metric
-from .classification import accuracy, top_k_accuracy
+from .classification import accuracy, balanced_accuracy, cohen_kappa, macro_f1, mcc, top_k_accuracy
 from .pose import pck, pckh, percentage_correct_keypoints, percentage_correct_keypoints_head
 from .sequence import bleu, chrf, edit_distance, rouge_l, token_f1
 
@@ -10,9 +10,13 @@ __all__ = [
     "MetricError",
     "accuracy",
     "as_metric",
+    "balanced_accuracy",
     "bleu",
     "chrf",
+    "cohen_kappa",
     "edit_distance",
+    "macro_f1",
+    "mcc",
     "pck",
     "pckh",
     "percentage_correct_keypoints",
