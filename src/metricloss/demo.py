@@ -39,8 +39,8 @@ __all__ = ["heldout_batches", "run_demo"]
 BATCH = 128
 SETTINGS = {"digits": {"epochs": 30, "hidden": 64}, "mnist_5k": {"epochs": 12, "hidden": 128}}
 #: The imbalanced section: data set, long-tail ratio, classifier, learning budget and at most this many seeds.
-LONG_TAIL = {"mnist_5k_long_tail": {"base": "mnist_5k", "ratio": 22.5, "epochs": 30, "hidden": 128, "seeds": 3,
-                                    "learn": {"steps": 150, "batches_per_step": 64, "pool_size": 1024}}}
+LONG_TAIL = {"mnist_5k_long_tail": {"base": "mnist_5k", "ratio": 22.5, "epochs": 30, "hidden": 128, "seeds": 2,
+                                    "learn": {"steps": 100, "batches_per_step": 64, "pool_size": 1024}}}
 
 
 def _say(msg: str, progress: bool) -> None:
