@@ -4,7 +4,7 @@ Reproduce with::
 
     PYTHONPATH=src .venv/bin/python scripts/zoo_macro_f1.py
 
-It learns macro F1 (the built-in ``"macro_f1"``) with the default batch-level net from G_R and the training-set
+It learns macro F1 (the built-in ``"macro_f1"``) with the batch-level net (``BATCH_NET``) from G_R and the training-set
 outputs of 25 CE checkpoints on MNIST-5k subsampled to a long tail (``benchmarks/imbalanced.py``'s data and
 checkpoints). Every number in the card is measured by this script when it runs.
 """
@@ -20,7 +20,7 @@ import torch
 import metricloss as ml
 from metricloss import datasets, demo
 from metricloss.evaluation import agreement
-from metricloss.tasks.classification import ClassificationTask
+from metricloss.tasks.classification import BATCH_NET, ClassificationTask
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import imbalanced
@@ -52,7 +52,7 @@ def make() -> None:
     data = imbalanced.split()
     outputs, test_out = imbalanced.checkpoint_outputs(data)
     t0 = time.perf_counter()
-    sur = ml.learn(METRIC, num_classes=10, outputs=outputs, seed=0, progress=False)
+    sur = ml.learn(METRIC, num_classes=10, outputs=outputs, seed=0, progress=False, net=BATCH_NET)
     seconds = time.perf_counter() - t0
     sur.save(ZOO / f"{NAME}.safetensors")
     digits = datasets.long_tail(datasets.digits(), ratio=10.0)

@@ -14,6 +14,7 @@ from metricloss.metrics.classification import accuracy, macro_f1
 from metricloss.objectives import approximation_objective, gradient_penalty, rank_objective
 from metricloss.tasks import get_task
 from metricloss.tasks.classification import (
+    BATCH_NET,
     CLASS_FEATURES,
     FEATURES,
     BatchClassificationNet,
@@ -436,10 +437,9 @@ def test_class_statistics_gradient_is_bounded_for_any_scale_and_batch(scale, b):
         assert bool(torch.isfinite(grad).all()) and float(grad.norm()) <= 10.0, (CLASS_FEATURES[j], grad.norm())
 
 
-def test_default_net_is_the_batch_net_and_configs_without_kind_stay_per_sample(task):
-    assert isinstance(task.build_net(**task.default_net_config()), BatchClassificationNet)
-    old = {"features": ["target_prob", "margin"], "hidden": 128, "depth": 3, "absolute": True}
-    assert type(task.build_net(**old)) is ClassificationNet
+def test_default_net_is_per_sample_and_batch_net_config_builds_the_batch_net(task):
+    assert type(task.build_net(**task.default_net_config())) is ClassificationNet
+    assert isinstance(task.build_net(**BATCH_NET), BatchClassificationNet)
     with pytest.raises(ValueError, match="kind must be 'batch', 'mlp' or 'lsed'"):
         task.build_net(kind="deepsets")
 

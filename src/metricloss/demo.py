@@ -33,6 +33,7 @@ from .evaluation import agreement
 from .learn import learn
 from .metrics.classification import accuracy, macro_f1
 from .surrogate import Surrogate
+from .tasks.classification import BATCH_NET
 
 __all__ = ["heldout_batches", "run_demo"]
 
@@ -112,9 +113,9 @@ def _long_tail(name: str, seeds: int, progress: bool, epochs: int | None, learn_
     train_out, test_out = _train_outputs(split, cfg, seed=0)
     perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
     outputs = [(logits[perm], split.y_train[perm]) for logits in train_out]
-    _say(f"[{name}] learning a macro-F1 surrogate from {len(outputs)} checkpoints and G_R", progress)
+    _say(f"[{name}] learning a macro-F1 surrogate (batch net) from {len(outputs)} checkpoints and G_R", progress)
     sur = learn("macro_f1", num_classes=split.num_classes, outputs=outputs, seed=0, progress=progress,
-                **(learn_kwargs or cfg["learn"]))
+                **{"net": BATCH_NET, **(learn_kwargs or cfg["learn"])})
     pred, target = heldout_batches(test_out, split.y_test, per_checkpoint=8, seed=2)
     f1, acc = macro_f1(pred, target), accuracy(pred, target)
     ce = F.cross_entropy(pred.flatten(0, 1), target.flatten(), reduction="none").view(target.shape).mean(1)
