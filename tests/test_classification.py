@@ -464,3 +464,20 @@ def test_imbalanced_random_batches_make_accuracy_and_macro_f1_disagree():
     assert float(spearmanr(acc, f1)[0]) < 0.9
     # the frequent-class bias: batches where accuracy is high but macro F1 far lower exist
     assert bool(((acc > 0.7) & (f1 < acc - 0.2)).any())
+
+
+def test_shipped_macro_f1_surrogate_is_the_batch_net_and_serves_other_class_counts():
+    import metricloss as ml
+
+    sur = ml.pretrained("classification-macro-f1")
+    assert isinstance(sur.net, BatchClassificationNet) and sur.report.metric == "macro_f1"
+    task = ClassificationTask(10)
+    pred, target = task.random_batches(256, 128, torch.Generator().manual_seed(31))
+    f1 = macro_f1(pred, target)
+    ours = spearmanr(-sur.batch_losses(pred, target), f1)[0]
+    ce = spearmanr(-task.baseline(pred, target), f1)[0]
+    assert ours > ce  # its card: 0.70 against CE's 0.58 on 512 such batches
+    wide = ml.pretrained("classification-macro-f1", num_classes=20)
+    logits = torch.randn(64, 20, requires_grad=True)
+    wide(logits, torch.randint(0, 20, (64,))).backward()
+    assert bool(torch.isfinite(logits.grad).all())
