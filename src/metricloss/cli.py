@@ -80,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"metricloss {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="the main job: learn an accuracy surrogate on real digits and compare losses")
+    p = sub.add_parser("demo", help="the main job: learn accuracy and macro-F1 surrogates on real digits and compare "
+                                    "losses")
     p.add_argument("--out", default="metricloss-report", help="report folder (default: %(default)s)")
-    p.add_argument("--datasets", default="digits,mnist_5k", help="comma-separated: digits, mnist_5k")
+    p.add_argument("--datasets", default="digits,mnist_5k,mnist_5k_long_tail",
+                   help="comma-separated: digits, mnist_5k, mnist_5k_long_tail (imbalanced, macro F1)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per training loss (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_demo)

@@ -10,6 +10,11 @@ For each data set (scikit-learn's 8x8 digits, and 5,000 real MNIST digits from t
    several seeds, mean ± std test accuracy;
 5. a report folder: ``report.md``, ``results.json`` and PNG plots (loss against metric, like Figure 1b;
    held-out correlation during learning, like Figure 2b).
+
+An imbalanced section (``mnist_5k_long_tail``: MNIST-5k subsampled to a long tail, class shares 30 % .. 1.3 %)
+does the same for macro F1, where cross-entropy and the metric disagree: a CE classifier's checkpoints, a
+macro-F1 surrogate learned from them, the Spearman of CE and of the surrogate against batch macro F1 (and, for
+contrast, CE against accuracy) on held-out test-output batches, and CE against CE + surrogate over a few seeds.
 """
 
 from __future__ import annotations
@@ -27,13 +32,17 @@ from . import datasets, training
 from ._optional import require
 from .evaluation import agreement
 from .learn import learn
-from .metrics.classification import accuracy
+from .metrics.classification import accuracy, macro_f1
 from .surrogate import Surrogate
+from .tasks.classification import BATCH_NET
 
 __all__ = ["heldout_batches", "run_demo"]
 
 BATCH = 128
 SETTINGS = {"digits": {"epochs": 30, "hidden": 64}, "mnist_5k": {"epochs": 12, "hidden": 128}}
+#: The imbalanced section: data set, long-tail ratio, classifier, learning budget and at most this many seeds.
+LONG_TAIL = {"mnist_5k_long_tail": {"base": "mnist_5k", "ratio": 22.5, "epochs": 30, "hidden": 128, "seeds": 2,
+                                    "learn": {"steps": 100, "batches_per_step": 64, "pool_size": 1024}}}
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -93,6 +102,60 @@ def _downstream(split: datasets.Split, cfg: dict[str, Any], sur: Surrogate, seed
     return results
 
 
+def _long_tail(name: str, seeds: int, progress: bool, epochs: int | None, learn_kwargs: dict[str, Any] | None
+               ) -> tuple[dict[str, Any], list[str]]:
+    """The imbalanced section: results and report lines."""
+    t0 = time.perf_counter()
+    cfg = dict(LONG_TAIL[name], **({"epochs": epochs} if epochs is not None else {}))
+    split = datasets.long_tail(datasets.load(cfg["base"]), ratio=cfg["ratio"])
+    shares = torch.bincount(split.y_train, minlength=split.num_classes) / split.y_train.shape[0]
+    _say(f"[{name}] {split.x_train.shape[0]} train / {split.x_test.shape[0]} test samples, class shares "
+         f"{float(shares.max()):.1%} .. {float(shares.min()):.1%}; training a CE classifier", progress)
+    train_out, test_out = _train_outputs(split, cfg, seed=0)
+    perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
+    outputs = [(logits[perm], split.y_train[perm]) for logits in train_out]
+    _say(f"[{name}] learning a macro-F1 surrogate (batch net) from {len(outputs)} checkpoints and G_R", progress)
+    sur = learn("macro_f1", num_classes=split.num_classes, outputs=outputs, seed=0, progress=progress,
+                **{"net": BATCH_NET, **(learn_kwargs or cfg["learn"])})
+    pred, target = heldout_batches(test_out, split.y_test, per_checkpoint=8, seed=2)
+    f1, acc = macro_f1(pred, target), accuracy(pred, target)
+    ce = F.cross_entropy(pred.flatten(0, 1), target.flatten(), reduction="none").view(target.shape).mean(1)
+    corr = {"CE vs accuracy": agreement(ce, acc, True), "CE vs macro F1": agreement(ce, f1, True),
+            "surrogate vs macro F1": agreement(sur.batch_losses(pred, target), f1, True)}
+    runs: dict[str, list[dict[str, float]]] = {"CE": [], "CE + surrogate": []}
+    for seed in range(min(seeds, cfg["seeds"])):
+        for loss_name, loss_fn in (("CE", F.cross_entropy), ("CE + surrogate", lambda z, y: F.cross_entropy(z, y)
+                                                                                 + sur(z, y))):
+            torch.manual_seed(1000 + seed)
+            model = training.mlp(split.x_train.shape[1], split.num_classes, cfg["hidden"])
+            training.fit(model, split.x_train, split.y_train, loss_fn, epochs=cfg["epochs"], batch_size=BATCH,
+                         lr=1e-3, seed=1000 + seed)
+            logits = training.predict(model, split.x_test)
+            runs[loss_name].append({"macro_f1": float(macro_f1(logits, split.y_test)),
+                                    "accuracy": float(accuracy(logits, split.y_test))})
+    down = {k: {m: statistics.mean(r[m] for r in v) for m in ("macro_f1", "accuracy")} | {"runs": v}
+            for k, v in runs.items()}
+    seconds = time.perf_counter() - t0
+    lines = [f"## {name} (imbalanced: macro F1)", "",
+             f"MNIST-5k subsampled to a long tail ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test "
+             f"digits; class shares {float(shares.max()):.1%} .. {float(shares.min()):.1%}). Accuracy hides the rare "
+             "classes; macro F1 weighs every class alike, and cross-entropy ranks batches by it far worse than by "
+             "accuracy.", "",
+             f"### Rank correlation on {pred.shape[0]} held-out batches of test-set outputs of the CE checkpoints", "",
+             "| loss vs metric | Spearman | Kendall |", "| --- | --- | --- |",
+             *(f"| {k} | {v['spearman']:.4f} | {v['kendall']:.4f} |" for k, v in corr.items()), "",
+             f"### Test macro F1 and accuracy, mean over {len(runs['CE'])} seed(s)", "",
+             "| training loss | macro F1 | accuracy |", "| --- | --- | --- |",
+             *(f"| {k} | {v['macro_f1']:.4f} | {v['accuracy']:.4f} |" for k, v in down.items()), "",
+             f"Time for this section: {seconds:.1f} s.", ""]
+    for k, v in corr.items():
+        _say(f"  {k:22s} Spearman {v['spearman']:.4f}", progress)
+    for k, v in down.items():
+        _say(f"  {k:16s} test macro F1 {v['macro_f1']:.4f}  accuracy {v['accuracy']:.4f}", progress)
+    return {"correlation": corr, "n_heldout_batches": int(pred.shape[0]), "downstream": down,
+            "surrogate_report": sur.report.to_dict() if sur.report else None, "seconds": seconds}, lines
+
+
 def _plots(folder: Path, name: str, ce: torch.Tensor, sl: torch.Tensor, acc: torch.Tensor, sur: Surrogate) -> None:
     require("matplotlib", "demo", "the demo's plots").use("Agg")
     plt = require("matplotlib.pyplot", "demo", "the demo's plots")
@@ -125,7 +188,7 @@ def _plots(folder: Path, name: str, ce: torch.Tensor, sl: torch.Tensor, acc: tor
 
 def run_demo(
     out_dir: str | Path = "metricloss-report",
-    names: tuple[str, ...] = ("digits", "mnist_5k"),
+    names: tuple[str, ...] = ("digits", "mnist_5k", "mnist_5k_long_tail"),
     seeds: int = 5,
     progress: bool = True,
     epochs: int | None = None,
@@ -144,10 +207,15 @@ def run_demo(
     results: dict[str, Any] = {}
     md = ["# metricloss demo report", ""]
     t_all = time.perf_counter()
+    unknown = [n for n in names if n not in SETTINGS and n not in LONG_TAIL]
+    if unknown:
+        raise ValueError(f"`names`: unknown data set {unknown[0]!r}; choose from {', '.join([*SETTINGS, *LONG_TAIL])}")
     for name in names:
         t0 = time.perf_counter()
-        if name not in SETTINGS:
-            raise ValueError(f"`names`: unknown data set {name!r}; choose from {', '.join(SETTINGS)}")
+        if name in LONG_TAIL:  # the imbalanced section
+            results[name], lines = _long_tail(name, seeds, progress, epochs, learn_kwargs)
+            md += lines
+            continue
         cfg = dict(SETTINGS[name], **({"epochs": epochs} if epochs is not None else {}))
         split = datasets.load(name)
         _say(f"[{name}] {split.x_train.shape[0]} train / {split.x_test.shape[0]} test samples; "
@@ -155,7 +223,6 @@ def run_demo(
         train_out, test_out = _train_outputs(split, cfg, seed=0)
         perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
         outputs = [(logits[perm], split.y_train[perm]) for logits in train_out]
-
         _say(f"[{name}] learning the accuracy surrogate from {len(outputs)} checkpoints (G_M) and G_R", progress)
         sur = learn("accuracy", num_classes=split.num_classes, outputs=outputs, seed=0, progress=progress,
                     **(learn_kwargs or {}))

@@ -136,6 +136,7 @@ def learn(
     t_start = time.perf_counter()
     task_obj = get_task(task, **task_kwargs)
     met = as_metric(metric, higher_is_better, task_obj.metrics)
+    task_obj = task_obj.for_metric(met)
     settings = LearnSettings.resolve(
         task_obj, objective=objective, steps=steps, batch_size=batch_size, batches_per_step=batches_per_step,
         p_random=p_random, penalty=penalty, lr=lr, weight_decay=weight_decay, net=net, pool_size=pool_size,

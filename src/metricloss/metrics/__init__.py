@@ -4,8 +4,10 @@ objects.
 Every family is exported the same way: its module (``metrics.classification``, ``metrics.ordinal``,
 ``metrics.set``, ``metrics.pose``, ``metrics.sequence``, each with ``BUILTINS``, the metrics its task knows by name)
 and its metric functions at this level (``metrics.accuracy``, ``metrics.mae``, ``metrics.f1``, ``metrics.pck``,
-``metrics.bleu``, ...). :class:`BatchMetric` is a metric with its direction; ``Metric``, its old name, still works
-but warns.
+``metrics.bleu``, ...), except the names two families share: balanced accuracy and MCC exist for classification
+(multi-class) and for sets (binary / multi-label), so they are reached through their family,
+``metrics.classification.mcc`` and ``metrics.set.mcc``. :class:`BatchMetric` is a metric with its direction;
+``Metric``, its old name, still works but warns.
 
 Example:
     >>> import torch
@@ -20,11 +22,11 @@ from typing import Any
 
 from . import classification, ordinal, pose, sequence, set
 from .base import BatchMetric, MetricError, as_metric
-from .classification import accuracy, top_k_accuracy
+from .classification import accuracy, cohen_kappa, macro_f1, top_k_accuracy
 from .ordinal import mae, quadratic_kappa, within1_accuracy
 from .pose import pck, pckh, percentage_correct_keypoints, percentage_correct_keypoints_head
 from .sequence import bleu, chrf, edit_distance, rouge_l, token_f1
-from .set import auroc, average_precision, balanced_accuracy, f1, mcc
+from .set import auroc, average_precision, f1
 
 #: Each family's built-in metrics by name (the ``BUILTINS`` of its module).
 FAMILIES: dict[str, dict[str, BatchMetric]] = {
@@ -43,14 +45,14 @@ __all__ = [
     "as_metric",
     "auroc",
     "average_precision",
-    "balanced_accuracy",
     "bleu",
     "chrf",
     "classification",
+    "cohen_kappa",
     "edit_distance",
     "f1",
+    "macro_f1",
     "mae",
-    "mcc",
     "ordinal",
     "pck",
     "pckh",

@@ -66,6 +66,11 @@ class Task(ABC):
     def build_net(self, **net_config: Any) -> nn.Module:
         """The surrogate network: ``net(pred, target) -> (N,)`` on stacks."""
 
+    def for_metric(self, metric: Metric) -> Task:
+        """The task as :func:`metricloss.learn` uses it for ``metric``: by default ``self``; a family whose
+        generator or default net depends on the kind of metric returns a configured copy (same :meth:`config`)."""
+        return self
+
     def stored_net_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """The configuration a saved surrogate's net is rebuilt with: ``config`` completed by
         :attr:`stored_net_defaults`, so a file saved before a key existed behaves as it did when it was saved."""

