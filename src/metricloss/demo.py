@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import datasets, training
+from ._checks import check_int
 from ._optional import require
 from .evaluation import agreement
 from .learn import learn
@@ -199,8 +200,7 @@ def run_demo(
     ``epochs`` and ``learn_kwargs`` override the classifier's epochs and :func:`metricloss.learn`'s settings
     (for quick runs and tests).
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"`seeds` must be an integer >= 1, got {seeds!r}")
+    check_int(seeds, "seeds", 1)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))

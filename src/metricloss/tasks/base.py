@@ -12,11 +12,13 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_class_batch, check_int
 from ..metrics.base import Metric
 
-__all__ = ["TASKS", "Task", "get_task", "register_task"]
+__all__ = ["TASKS", "ClassIndexTask", "Task", "get_task", "register_task"]
 
 
 class Task(ABC):
@@ -81,6 +83,29 @@ class Task(ABC):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Optional G_R variant on real model outputs; by default the batches are returned unchanged."""
         return pred, target
+
+
+class ClassIndexTask(Task):
+    """The shared half of the families whose predictions are logits ``(B, C)`` over ``C = num_classes`` classes and
+    whose targets are int64 class indices ``(B,)`` (classification, ordinal): shape, checks and the cross-entropy
+    baseline."""
+
+    baseline_name = "cross-entropy"
+    #: The letter the error messages use for the number of classes.
+    class_letter: ClassVar[str] = "C"
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = check_int(num_classes, "num_classes", 2)
+
+    def config(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes}
+
+    def check(self, pred: torch.Tensor, target: torch.Tensor, *, stacked: bool = False) -> None:
+        check_class_batch(pred, target, self.num_classes, stacked=stacked, letter=self.class_letter)
+
+    def baseline(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(pred.flatten(0, -2), target.flatten().long(), reduction="none")
+        return ce.view(target.shape).mean(dim=-1)
 
 
 TASKS: dict[str, type[Task]] = {}

@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_class_batch
 from ..metrics.base import Metric
 from ..metrics.classification import BUILTINS
-from .base import Task, register_task
+from ._nets import mlp
+from .base import ClassIndexTask, register_task
 
 __all__ = ["BATCH_NET", "BatchClassificationNet", "ClassificationNet", "ClassificationTask", "LSEDNet",
            "class_statistics"]
@@ -92,13 +92,7 @@ class ClassificationNet(nn.Module):
             raise ValueError(f"`features` must be a non-empty subset of {FEATURES}; got {features!r}")
         self.features = features
         self.absolute = bool(absolute)
-        layers: list[nn.Module] = []
-        width = len(features)
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.ELU()]
-            width = hidden
-        layers.append(nn.Linear(width, 1))
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = mlp(len(features), hidden, depth, 1)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x = class_features(logits, target, self.features)
@@ -129,15 +123,6 @@ def class_statistics(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return torch.stack(stats, dim=-1)
 
 
-def _mlp(width: int, hidden: int, depth: int, out: int = 1) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.ELU()]
-        width = hidden
-    layers.append(nn.Linear(width, out))
-    return nn.Sequential(*layers)
-
-
 class BatchClassificationNet(nn.Module):
     r"""A classification surrogate that sees the whole batch: the per-sample term of :class:`ClassificationNet`
     plus a term on the batch's soft confusion matrix,
@@ -165,8 +150,8 @@ class BatchClassificationNet(nn.Module):
         super().__init__()
         self.sample = ClassificationNet(features, hidden, depth, absolute)
         self.features = self.sample.features
-        self.psi = nn.Sequential(_mlp(len(CLASS_FEATURES), class_hidden, class_depth - 1, class_hidden), nn.ELU())
-        self.rho = _mlp(2 * class_hidden, class_hidden, 1)
+        self.psi = nn.Sequential(mlp(len(CLASS_FEATURES), class_hidden, class_depth - 1, class_hidden), nn.ELU())
+        self.rho = mlp(2 * class_hidden, class_hidden, 1, 1)
         nn.init.zeros_(self.rho[-1].weight)
         nn.init.zeros_(self.rho[-1].bias)
 
@@ -202,17 +187,14 @@ class LSEDNet(nn.Module):
 
 
 @register_task
-class ClassificationTask(Task):
+class ClassificationTask(ClassIndexTask):
     """``task="classification"``: logits ``(B, C)`` and int64 class indices ``(B,)``."""
 
     name = "classification"
-    baseline_name = "cross-entropy"
     default_metric = "accuracy"
 
     def __init__(self, num_classes: int) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}")
-        self.num_classes = num_classes
+        super().__init__(num_classes)
         #: Share of G_R batches from the imbalanced regime (0: the authors' regime alone), and whether the default
         #: net is the batch net; :meth:`for_metric` sets both for the class-averaged metrics.
         self.imbalanced_share = 0.0
@@ -226,15 +208,9 @@ class ClassificationTask(Task):
             task.imbalanced_share, task.class_averaged = 0.5, True
         return task
 
-    def config(self) -> dict[str, Any]:
-        return {"num_classes": self.num_classes}
-
     @property
     def metrics(self) -> dict[str, Metric]:
         return BUILTINS
-
-    def check(self, pred: torch.Tensor, target: torch.Tensor, *, stacked: bool = False) -> None:
-        check_class_batch(pred, target, self.num_classes, stacked=stacked)
 
     def random_batches(
         self, n: int, batch_size: int, generator: torch.Generator
@@ -299,10 +275,6 @@ class ClassificationTask(Task):
         redraw = torch.rand(n, b, generator=generator) < frac
         random_labels = torch.randint(0, self.num_classes, (n, b), generator=generator)
         return pred, torch.where(redraw, random_labels, pred.argmax(dim=-1))
-
-    def baseline(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(pred.flatten(0, -2), target.flatten().long(), reduction="none")
-        return ce.view(target.shape).mean(dim=-1)
 
     def default_net_config(self) -> dict[str, Any]:
         # The per-sample net, but for class-averaged metrics: the batch net (BATCH_NET) made accuracy and top-5

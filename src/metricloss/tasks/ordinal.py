@@ -54,14 +54,13 @@ import math
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_class_batch
+from .._checks import check_choice, check_int
 from ..metrics.base import Metric
 from ..metrics.ordinal import BUILTINS
 from ._nets import mlp
-from .base import Task, register_task
+from .base import ClassIndexTask, register_task
 
 __all__ = ["OrdinalNet", "OrdinalTask", "ordinal_features"]
 
@@ -134,8 +133,7 @@ class OrdinalNet(nn.Module):
             raise ValueError(f"`features` must be a non-empty subset of {FEATURES}; got {features!r}")
         self.pool = check_choice(pool, "pool", ("mean", "deepsets"))
         for value, name in ((hidden, "hidden"), (depth, "depth"), (embedding, "embedding")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+            check_int(value, name, 1)
         self.features = features
         self.sharpness = float(sharpness)
         if not (self.sharpness > 0 and math.isfinite(self.sharpness)):
@@ -184,29 +182,21 @@ def displace(classes: torch.Tensor, num_classes: int, generator: torch.Generator
 
 
 @register_task
-class OrdinalTask(Task):
+class OrdinalTask(ClassIndexTask):
     """``task="ordinal"``: logits ``(B, K)`` over ordered classes and int64 class indices ``(B,)``."""
 
     name = "ordinal"
-    baseline_name = "cross-entropy"
     default_metric = "mae"
     default_batch_size = 128
+    class_letter = "K"
     stored_net_defaults: ClassVar[dict[str, Any]] = {"spread_floor": 1e-3}
 
     def __init__(self, num_classes: int) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}")
-        self.num_classes = num_classes
-
-    def config(self) -> dict[str, Any]:
-        return {"num_classes": self.num_classes}
+        super().__init__(num_classes)
 
     @property
     def metrics(self) -> dict[str, Metric]:
         return BUILTINS
-
-    def check(self, pred: torch.Tensor, target: torch.Tensor, *, stacked: bool = False) -> None:
-        check_class_batch(pred, target, self.num_classes, stacked=stacked, letter="K")
 
     def random_batches(
         self, n: int, batch_size: int, generator: torch.Generator
@@ -234,10 +224,6 @@ class OrdinalTask(Task):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Real logits kept; targets are their arg-max moved by :func:`displace` (G_R's offsets)."""
         return pred, displace(pred.argmax(dim=-1), self.num_classes, generator)
-
-    def baseline(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(pred.flatten(0, -2), target.flatten().long(), reduction="none")
-        return ce.view(target.shape).mean(dim=-1)
 
     def default_net_config(self) -> dict[str, Any]:
         return {"features": list(DEFAULT_FEATURES), "pool": "deepsets", "hidden": 64, "depth": 2, "embedding": 32,

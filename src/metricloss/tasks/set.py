@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_float_tensor, check_tensor
+from .._checks import check_float_tensor, check_int, check_tensor
 from ..metrics.base import Metric
 from ..metrics.set import BUILTINS
 from ._nets import mlp
@@ -135,8 +135,7 @@ class SetNet(nn.Module):
         if "rank" in features and (not temperatures or not all(t > 0 and math.isfinite(t) for t in temperatures)):
             raise ValueError(f"`temperatures` must be positive finite numbers, got {temperatures!r}")
         for value, name in ((hidden, "hidden"), (depth, "depth"), (embedding, "embedding")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+            check_int(value, name, 1)
         self.features = features
         self.temperatures = temperatures
         self.sharpness = float(sharpness)
