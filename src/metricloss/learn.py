@@ -22,6 +22,7 @@ from . import nonparametric as _nonparametric
 from . import uniloss as _uniloss
 from ._checkpoint import fingerprint
 from ._checks import check_choice
+from ._rng import private_rng
 from .evaluation import measure
 from .learning.batches import LearningBatches, TimedMetric, prepare_batches
 from .learning.settings import LearnSettings
@@ -148,8 +149,7 @@ def learn(
     if init is not None:
         _check_init(init, task_obj)
         settings = dataclasses.replace(settings, net_config=dict(init.net_config))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
+    with private_rng(settings.seed):  # the caller's RNG untouched; threads seeded alike build alike
         model = task_obj.build_net(**settings.net_config)
     if init is not None:
         model.load_state_dict(init.net.state_dict())
