@@ -37,7 +37,8 @@ HELDOUT_SHARE = 4
 #: below this: the task's own loss then ranks batches opposite to the metric, which is what a lower-is-better
 #: metric passed without ``higher_is_better=False`` looks like.
 INVERTED_SPEARMAN = -0.5
-#: Pool batches the direction check looks at (the first ones; the pool is in random order).
+#: Pool batches the direction check looks at (the first ones: relabelled model outputs when there are outputs,
+#: else G_R batches, all drawn at random).
 DIRECTION_BATCHES = 256
 
 
@@ -147,7 +148,7 @@ def check_direction(task: Task, metric: BatchMetric, pred: torch.Tensor, target:
             f"metric {metric.name!r} is treated as {direction}-is-better, but the task's baseline loss "
             f"({task.baseline_name}) ranks the learning batches opposite to it (Spearman {rho:+.2f}); if "
             f"{'lower' if metric.higher_is_better else 'higher'} values are better (an error rate, a distance), pass "
-            f"`higher_is_better={not metric.higher_is_better}`", UserWarning, stacklevel=3)
+            f"`higher_is_better={not metric.higher_is_better}`", UserWarning, stacklevel=4)  # at the call of learn()
     return rho
 
 
