@@ -92,3 +92,19 @@ def test_cli_outputs_file_that_is_not_batches(tmp_path, capsys):
     assert cli.main(["learn", "--outputs", str(tmp_path / "bad.pt"), *TINY,
                      "--out", str(tmp_path / "s.safetensors")]) == 2
     assert "expected a list of (pred, target) batches" in capsys.readouterr().err
+
+
+def test_cli_evaluate_with_a_user_metric_matches_the_builtin(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_err.py").write_text(
+        "def error_rate(pred, target):\n"
+        "    return float((pred.argmax(-1) != target).float().mean())\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "my_err", raising=False)
+    ml.pretrained("classification-accuracy").save(tmp_path / "acc.safetensors")
+    common = ["evaluate", str(tmp_path / "acc.safetensors"), "--batches", "32", "--batch-size", "64"]
+    assert cli.main([*common, "--metric", "accuracy"]) == 0
+    builtin = capsys.readouterr().out.split("Stored report card")[0]
+    assert cli.main([*common, "--metric", "my_err:error_rate", "--lower-is-better"]) == 0
+    user = capsys.readouterr().out.split("Stored report card")[0]
+    # error rate = 1 - accuracy, lower is better: the same order, so the same table rows
+    assert builtin.split("\n\n", 1)[1] == user.split("\n\n", 1)[1]

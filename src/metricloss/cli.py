@@ -157,7 +157,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.surrogate} names no task, so there are no random batches to measure it on; "
                          "rebuild it with task= (e.g. metricloss.build_uniloss(..., task='pose'))")
     metric_name = args.metric or (loss.report.metric if loss.report else task.default_metric)
-    met = as_metric(_resolve_metric(metric_name), None, task.metrics)
+    met = as_metric(_resolve_metric(metric_name), False if args.lower_is_better else None, task.metrics)
     pred, target = task.random_batches(args.batches, args.batch_size, torch.Generator().manual_seed(args.seed))
     probe = min(args.batches, 64)
     dtype = _PROBE_DTYPES.get(loss.kind)
@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="built-in metric name or module:function (default: the one it was learned for)")
     p.add_argument("--batches", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lower-is-better", action="store_true", help="the --metric given is lower-is-better")
     p.add_argument("--seed", type=int, default=12345)
     p.set_defaults(func=_evaluate)
     return parser
