@@ -24,6 +24,11 @@ __all__ = [
 def check_tensor(x: object, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.device.type == "meta":
+        raise ValueError(
+            f"`{name}` is on the meta device, which holds shapes but no values, so no loss or metric can be "
+            "computed; materialise it first (e.g. `module.to_empty(device='cpu')` and real inputs)"
+        )
     return x
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._version import __version__
 
@@ -19,18 +23,116 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The shape options of ``metricloss learn``: option -> the task keyword it sets.
+SHAPE_OPTIONS = {"--num-classes": "num_classes", "--num-keypoints": "num_keypoints", "--heatmap-size": "heatmap_size",
+                 "--vocab-size": "vocab_size", "--max-length": "max_length", "--num-labels": "num_labels"}
+#: A small shape per built-in family, only to list its metrics in ``learn --help``.
+_EXAMPLE_SHAPES = {"classification": {"num_classes": 10}, "ordinal": {"num_classes": 5}, "set": {},
+                   "pose": {"num_keypoints": 4, "heatmap_size": (16, 16)},
+                   "sequence": {"vocab_size": 32, "max_length": 24}}
+
+
+def _families_text() -> str:
+    """The epilog of ``learn --help``: every family, its shape options and its built-in metrics."""
+    from .tasks.base import TASKS, get_task
+
+    lines = ["task families (--task), their shape options and built-in metrics (--metric):"]
+    for name, cls in sorted(TASKS.items()):
+        params = inspect.signature(cls.__init__).parameters
+        options = [o for o, k in SHAPE_OPTIONS.items() if k in params]
+        metrics = []
+        if name in _EXAMPLE_SHAPES:
+            task = get_task(name, **_EXAMPLE_SHAPES[name])
+            metrics = [f"{m}{'' if met.higher_is_better else ' (lower is better)'}" for m, met in task.metrics.items()]
+        lines.append(f"  {name:15s} shape options: {' '.join(options) or 'none'}")
+        lines.append(f"  {'':15s} metrics: {', '.join(metrics) or 'see the task'} (default: {cls.default_metric})")
+    lines += ["", "--metric also takes module:function, a user metric fn(pred, target) -> float on one batch",
+              "(the module is imported from the current directory or the Python path; higher is better unless",
+              "--lower-is-better). With --outputs FILE (a torch.save'd list of (pred, target) batches) every shape",
+              "option not given is read from the outputs."]
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose epilog is computed when help is printed (it imports the tasks, which the other
+    commands and ``--version`` should not pay for)."""
+
+    def __init__(self, *args: Any, epilog_fn: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.epilog_fn = epilog_fn
+
+    def format_help(self) -> str:
+        if self.epilog_fn is not None and self.epilog is None:
+            self.epilog = self.epilog_fn()
+        return super().format_help()
+
+
 def _task_kwargs(args: argparse.Namespace) -> dict:
-    kw = {}
-    if args.num_classes is not None:
-        kw["num_classes"] = args.num_classes
+    from .tasks.base import TASKS
+
+    kw = {key: getattr(args, key) for key in SHAPE_OPTIONS.values() if getattr(args, key, None) is not None}
+    if "heatmap_size" in kw:
+        kw["heatmap_size"] = tuple(kw["heatmap_size"])
+    if args.task in TASKS:
+        params = inspect.signature(TASKS[args.task].__init__).parameters
+        known = [o for o, k in SHAPE_OPTIONS.items() if k in params]
+        for option, key in SHAPE_OPTIONS.items():
+            if key in kw and key not in params:
+                raise ValueError(f"`{option}` is not a shape option of task {args.task!r} "
+                                 f"(its options: {' '.join(known) or 'none'})")
     return kw
+
+
+def _resolve_metric(spec: str) -> str | Callable[..., Any]:
+    """A built-in metric name as is; ``module:function`` imported (the current directory first on the path)."""
+    if ":" not in spec:
+        return spec
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"`--metric`: expected a built-in name or module:function, got {spec!r}")
+    added = os.getcwd() not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"`--metric` {spec!r}: cannot import module {module_name!r} ({err})") from None
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"`--metric` {spec!r}: module {module_name!r} has no callable {attr!r}")
+    return fn
+
+
+def _load_outputs(path: str | None) -> list | None:
+    if path is None:
+        return None
+    import torch
+
+    try:
+        data = torch.load(path, weights_only=True)  # tensors and containers only: no code runs
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ValueError(f"`--outputs` {path}: not a torch.save'd list of (pred, target) tensors ({err})") from None
+    if not isinstance(data, list | tuple):
+        raise ValueError(f"`--outputs` {path}: expected a list of (pred, target) batches, got {type(data).__name__}")
+    return list(data)
 
 
 def _learn(args: argparse.Namespace) -> int:
     from .learn import learn
+    from .tasks.base import TASKS
 
-    sur = learn(args.metric, args.task, objective=args.objective, steps=args.steps, seed=args.seed,
-                progress=not args.quiet, **_task_kwargs(args))
+    metric = args.metric or (TASKS[args.task].default_metric if args.task in TASKS else "accuracy")
+    options = {k: getattr(args, k) for k in ("batch_size", "batches_per_step", "pool_size") if getattr(args, k)}
+    if args.validation_batches is not None:
+        options["validation_batches"] = args.validation_batches
+    sur = learn(_resolve_metric(metric), args.task, objective=args.objective, steps=args.steps, seed=args.seed,
+                progress=not args.quiet, outputs=_load_outputs(args.outputs),
+                higher_is_better=False if args.lower_is_better else None, **options, **_task_kwargs(args))
     sur.save(args.out)
     print(sur.report.to_markdown() if sur.report else "")
     print(f"\nsaved to {args.out}")
@@ -55,7 +157,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.surrogate} names no task, so there are no random batches to measure it on; "
                          "rebuild it with task= (e.g. metricloss.build_uniloss(..., task='pose'))")
     metric_name = args.metric or (loss.report.metric if loss.report else task.default_metric)
-    met = as_metric(metric_name, None, task.metrics)
+    met = as_metric(_resolve_metric(metric_name), False if args.lower_is_better else None, task.metrics)
     pred, target = task.random_batches(args.batches, args.batch_size, torch.Generator().manual_seed(args.seed))
     probe = min(args.batches, 64)
     dtype = _PROBE_DTYPES.get(loss.kind)
@@ -78,7 +180,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metricloss", description="Turn evaluation metrics into losses.")
     parser.add_argument("--version", action="version", version=f"metricloss {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("demo", help="the main job: learn accuracy and macro-F1 surrogates on real digits and compare "
                                     "losses")
@@ -89,12 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("learn", help="learn a surrogate for a built-in metric and save it")
-    p.add_argument("--task", default="classification")
-    p.add_argument("--metric", default="accuracy")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--objective", default="spearman", choices=["spearman", "kendall", "l2", "l1"])
+    p = sub.add_parser("learn", help="learn a surrogate for a metric of any task family and save it",
+                       description="Learn a surrogate loss for a metric and save it (.safetensors).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog_fn=_families_text)
+    p.add_argument("--task", default="classification", help="task family (default: %(default)s; listed below)")
+    p.add_argument("--metric", default=None,
+                   help="a built-in metric of the task (listed below) or module:function (default: the task's)")
+    p.add_argument("--lower-is-better", action="store_true", help="the user metric is lower-is-better")
+    p.add_argument("--outputs", default=None, metavar="FILE",
+                   help="G_M: a torch.save'd list of (pred, target) batches; shapes not given are read from it")
+    shapes = p.add_argument_group("shape options (those of the chosen --task; inferred from --outputs if omitted)")
+    shapes.add_argument("--num-classes", type=int, default=None, help="classification, ordinal: C / K")
+    shapes.add_argument("--num-keypoints", type=int, default=None, help="pose: K")
+    shapes.add_argument("--heatmap-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="pose: H W")
+    shapes.add_argument("--vocab-size", type=int, default=None, help="sequence: V")
+    shapes.add_argument("--max-length", type=int, default=None, help="sequence: the largest T")
+    shapes.add_argument("--num-labels", type=int, default=None, help="set: L (omit for binary scores)")
+    p.add_argument("--objective", default="spearman", choices=["spearman", "kendall", "l2", "l1", "gradient"])
     p.add_argument("--steps", type=int, default=None, help="upper bound on learning steps")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: the task's)")
+    p.add_argument("--batches-per-step", type=int, default=None, help="N, batches ranked per step")
+    p.add_argument("--pool-size", type=int, default=None, help="G_R batches drawn up front")
+    p.add_argument("--validation-batches", type=int, default=None, help="held-out batches (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .safetensors path")
     p.add_argument("--quiet", action="store_true")
@@ -103,9 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="measure a saved loss (learned, UniLoss or non-parametric) against its metric "
                                         "on fresh random batches, beside the task's baseline")
     p.add_argument("surrogate", help="a .safetensors file written by metricloss (any kind of loss)")
-    p.add_argument("--metric", default=None, help="built-in metric name (default: the one it was learned for)")
+    p.add_argument("--metric", default=None,
+                   help="built-in metric name or module:function (default: the one it was learned for)")
     p.add_argument("--batches", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lower-is-better", action="store_true", help="the --metric given is lower-is-better")
     p.add_argument("--seed", type=int, default=12345)
     p.set_defaults(func=_evaluate)
     return parser

@@ -43,7 +43,10 @@ def stack_batches(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate ``(pred, target)`` batches in order and cut them into stacked batches of ``batch_size``.
 
-    The remainder that does not fill a batch is dropped (as the authors' code does with stored logits).
+    Batches may differ in batch size. For a task with a target padding value (``pad_target``: the sequence task's
+    -100), they may also differ in length ``T``: each is padded to the longest, its logits with zeros and its
+    targets with the padding value, which every metric and surrogate of the task ignores. The remainder that does
+    not fill a batch is dropped (as the authors' code does with stored logits).
     """
     preds, targets = [], []
     for i, item in enumerate(outputs):
@@ -58,6 +61,7 @@ def stack_batches(
         targets.append(t.detach().cpu())
     if not preds:
         raise ValueError(f"`{name}` is empty")
+    preds, targets = _pad_lengths(preds, targets, getattr(task, "pad_target", None), name)
     pred, target = torch.cat(preds), torch.cat(targets)
     n = pred.shape[0] // batch_size
     if n < 2:
@@ -68,6 +72,23 @@ def stack_batches(
     target = target[: n * batch_size].reshape(n, batch_size, *target.shape[1:])
     return pred, target
 
+
+def _pad_lengths(preds: list[torch.Tensor], targets: list[torch.Tensor], pad_target: int | None,
+                 name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Batches ``(B_i, T_i, ...)`` padded along ``T`` to the longest (``pad_target`` set), else checked alike."""
+    first = preds[0].shape[1:]
+    if all(p.shape[1:] == first for p in preds):
+        return preds, targets
+    same_rest = all(p.dim() == preds[0].dim() and p.shape[2:] == first[1:] for p in preds)
+    if pad_target is None or not same_rest:
+        i = next(i for i, p in enumerate(preds) if p.shape[1:] != first)
+        raise ValueError(
+            f"`{name}` item {i}: pred of shape {tuple(preds[i].shape)} does not match item 0's "
+            f"{tuple(preds[0].shape)} beyond the batch dimension; every batch must share it")
+    longest = max(p.shape[1] for p in preds)
+    padded_pred = [torch.nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, longest - p.shape[1])) for p in preds]
+    padded_target = [torch.nn.functional.pad(t, (0, longest - t.shape[1]), value=pad_target) for t in targets]
+    return padded_pred, padded_target
 
 
 def metric_changes(

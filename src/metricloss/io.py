@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ._rng import private_rng
 from ._serialization import (
     FORMAT_VERSION,
     SCHEMA,
@@ -86,8 +87,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", refactoring
     cls = LOSS_KINDS[kind]
     options = {} if refactoring is None else {"refactoring": refactoring}
     try:
-        task = cls.stored_task(meta["task"], meta["task_config"])
-        loss = cls.from_config(meta["net_config"], task=task, tensors=tensors, **options)
+        with private_rng():  # building a network draws initial weights: not from the caller's RNG
+            task = cls.stored_task(meta["task"], meta["task_config"])
+            loss = cls.from_config(meta["net_config"], task=task, tensors=tensors, **options)
     except (TypeError, ValueError) as err:
         raise SurrogateFileError(
             f"{path}: metadata does not describe a valid surrogate (kind {kind!r}: {err})") from None

@@ -22,9 +22,11 @@ from . import nonparametric as _nonparametric
 from . import uniloss as _uniloss
 from ._checkpoint import fingerprint
 from ._checks import check_choice
+from ._rng import private_rng
 from .evaluation import measure
 from .learning.batches import LearningBatches, TimedMetric, prepare_batches
 from .learning.settings import LearnSettings
+from .learning.shapes import infer_shapes
 from .learning.trainer import Checkpointing, Trainer
 from .metrics.base import BatchMetric, as_metric
 from .surrogate import Surrogate
@@ -117,7 +119,9 @@ def learn(
             must then keep their defaults (a ``ValueError`` names the others).
         gradient_probe: number of validation batches on which the report's gradient agreement is measured
             (0 skips it).
-        **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``.
+        **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``. With ``outputs``, those a built-in
+            task needs are read from the outputs when omitted (and checked against them when given); see
+            :mod:`metricloss.learning.shapes`.
 
     Returns:
         A frozen :class:`~metricloss.Surrogate` with its :class:`~metricloss.report.Report`.
@@ -129,6 +133,9 @@ def learn(
         >>> sur.report.spearman > sur.report.baseline_spearman - 0.2
         True
     """
+    if outputs is not None and isinstance(task, str):  # shape keywords not given are read from the outputs
+        outputs = list(outputs)
+        task_kwargs = infer_shapes(task, outputs, task_kwargs)
     if method != "reloss":
         given = {k: v for k, v in locals().items() if k in LEARNING_ONLY}
         return _forward_method(method, metric, task, given, outputs=outputs, batch_size=batch_size,
@@ -149,8 +156,7 @@ def learn(
     if init is not None:
         _check_init(init, task_obj)
         settings = dataclasses.replace(settings, net_config=dict(init.net_config))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
+    with private_rng(settings.seed):  # the caller's RNG untouched; threads seeded alike build alike
         model = task_obj.build_net(**settings.net_config)
     if init is not None:
         model.load_state_dict(init.net.state_dict())

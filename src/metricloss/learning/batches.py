@@ -12,23 +12,34 @@ learning part nor relabelled into the G_R pool.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
 from .._checks import check_int
-from ..evaluation import stack_batches
+from ..evaluation import agreement, stack_batches
 from ..metrics.base import BatchMetric
 from ..tasks.base import Task
 from .settings import LearnSettings
 
-__all__ = ["POOL_ELEMENTS", "LearningBatches", "StepBatches", "TimedMetric", "pool_size", "prepare_batches"]
+__all__ = [
+    "INVERTED_SPEARMAN", "POOL_ELEMENTS", "LearningBatches", "StepBatches",
+    "TimedMetric", "check_direction", "pool_size", "prepare_batches",
+]
 
 #: Pools are capped at this many scalar elements of predictions (about 128 MiB of float32).
 POOL_ELEMENTS = 32 * 1024 * 1024
 #: The share of G_M batches held out for validation (at most ``validation_batches``).
 HELDOUT_SHARE = 4
+#: The direction check warns when the baseline loss's Spearman against the oriented metric on the learning pool is
+#: below this: the task's own loss then ranks batches opposite to the metric, which is what a lower-is-better
+#: metric passed without ``higher_is_better=False`` looks like.
+INVERTED_SPEARMAN = -0.5
+#: Pool batches the direction check looks at (the first ones: relabelled model outputs when there are outputs,
+#: else G_R batches, all drawn at random).
+DIRECTION_BATCHES = 256
 
 
 def pool_size(requested: int | None, per_batch: int, batches_per_step: int) -> int:
@@ -122,6 +133,25 @@ def _check_varies(metric: BatchMetric, name: str, values: torch.Tensor) -> None:
         )
 
 
+def check_direction(task: Task, metric: BatchMetric, pred: torch.Tensor, target: torch.Tensor,
+                    values: torch.Tensor) -> float:
+    """Warn when ``metric``'s direction looks inverted: the baseline loss's Spearman against the oriented metric
+    ``values`` is below :data:`INVERTED_SPEARMAN` on (at most :data:`DIRECTION_BATCHES` of) the batches. Returns
+    that Spearman."""
+    n = min(DIRECTION_BATCHES, pred.shape[0])
+    with torch.no_grad():
+        losses = task.baseline(pred[:n], target[:n])
+    rho = agreement(losses, values[:n], True)["spearman"]
+    if rho < INVERTED_SPEARMAN:
+        direction = "higher" if metric.higher_is_better else "lower"
+        warnings.warn(
+            f"metric {metric.name!r} is treated as {direction}-is-better, but the task's baseline loss "
+            f"({task.baseline_name}) ranks the learning batches opposite to it (Spearman {rho:+.2f}); if "
+            f"{'lower' if metric.higher_is_better else 'higher'} values are better (an error rate, a distance), pass "
+            f"`higher_is_better={not metric.higher_is_better}`", UserWarning, stacklevel=4)  # at the call of learn()
+    return rho
+
+
 def prepare_batches(
     task: Task,
     metric: TimedMetric,
@@ -156,5 +186,6 @@ def prepare_batches(
     v_values = metric(*heldout)
     _check_varies(metric.metric, "random batches", r_values)
     _check_varies(metric.metric, "validation batches", v_values)
+    check_direction(task, metric.metric, r_pred, r_target, r_values)
     return LearningBatches((r_pred, r_target, r_values), model, (*heldout, v_values), p_random, validation,
                            relabelled)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["BatchMetric", "Metric", "MetricError", "as_metric"]
@@ -76,6 +77,12 @@ def _to_float(value: Any, name: str) -> float:
                 f"metric {name!r} must return one number per batch, got a tensor of shape {tuple(value.shape)}"
             )
         value = value.item()
+    elif isinstance(value, np.ndarray | np.generic):  # numpy: judged like a tensor (one element, any shape)
+        if value.size != 1:
+            raise MetricError(
+                f"metric {name!r} must return one number per batch, got an array of shape {value.shape}"
+            )
+        value = value.item()
     if isinstance(value, str | bytes):
         raise MetricError(f"metric {name!r} must return a number, got {type(value).__name__}")
     try:
@@ -87,6 +94,10 @@ def _to_float(value: Any, name: str) -> float:
     return v
 
 
+#: torchmetrics packages whose metrics take integer labels as targets.
+_INTEGER_TARGET_MODULES = ("torchmetrics.classification", "torchmetrics.retrieval")
+
+
 def _wrap_torchmetrics(obj: Any, higher_is_better: bool | None) -> BatchMetric:
     hib = obj.higher_is_better if higher_is_better is None else higher_is_better
     if hib is None:
@@ -95,7 +106,13 @@ def _wrap_torchmetrics(obj: Any, higher_is_better: bool | None) -> BatchMetric:
             "pass `higher_is_better=`"
         )
 
+    integer_target = type(obj).__module__.startswith(_INTEGER_TARGET_MODULES)
+
     def fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if integer_target and target.is_floating_point() and bool((target == target.round()).all()):
+            # torchmetrics' classification and retrieval metrics refuse float labels; the set task (and BCE-style
+            # data) carries {0, 1} as floats, so integral float targets are handed over as int64.
+            target = target.long()
         obj.reset()
         value = obj(pred, target)
         obj.reset()

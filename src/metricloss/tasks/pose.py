@@ -245,9 +245,6 @@ class PoseTask(Task):
             self.reference = None  # one keypoint: no reference length, no PCKh
         else:
             raise ValueError(f"`reference` needs num_keypoints >= 2; got num_keypoints = {num_keypoints}")
-        self._metrics = {"pck": BUILTINS["pck"]}
-        if self.reference is not None:
-            self._metrics["pckh"] = BUILTINS["pckh"] if self.reference == (0, 1) else pckh(0.5, self.reference)
 
     def config(self) -> dict[str, Any]:
         return {"num_keypoints": self.num_keypoints, "heatmap_size": list(self.heatmap_size), "sigma": self.sigma,
@@ -255,7 +252,12 @@ class PoseTask(Task):
 
     @property
     def metrics(self) -> dict[str, Metric]:
-        return dict(self._metrics)
+        # Built on demand, not stored: the metrics hold local functions, and a task held by a surrogate must pickle
+        # (``torch.save(model)``).
+        metrics = {"pck": BUILTINS["pck"]}
+        if self.reference is not None:
+            metrics["pckh"] = BUILTINS["pckh"] if self.reference == (0, 1) else pckh(0.5, self.reference)
+        return metrics
 
     def check(self, pred: torch.Tensor, target: torch.Tensor, *, stacked: bool = False) -> None:
         check_pose(pred, target, stacked=stacked, num_keypoints=self.num_keypoints, heatmap_size=self.heatmap_size)

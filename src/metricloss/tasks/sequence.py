@@ -49,7 +49,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -245,6 +245,9 @@ class SequenceTask(Task):
     default_batch_size = 16
     default_batches_per_step = 32  # per step, 32 x batch_size sentences through self-attention
     default_pool_size = 512
+    #: The target value of positions that hold no token: batches of different lengths are padded with it when
+    #: stacked (:func:`metricloss.evaluation.stack_batches`); every sequence metric and the surrogate ignore them.
+    pad_target: ClassVar[int] = IGNORE_INDEX
 
     def __init__(self, vocab_size: int, max_length: int, pad_id: int | None = None) -> None:
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
