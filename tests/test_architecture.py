@@ -1,5 +1,6 @@
 """The shape rules of docs/architecture.md, checked on the source: imports only at module level (no function-level
-import of the package's own modules outside the command line), functions short enough to read at once (every public name resolving is tests/test_public_api.py's)."""
+import of the package's own modules outside the command line) and functions short enough to read at once
+(every public name resolving is tests/test_public_api.py's)."""
 
 from __future__ import annotations
 
