@@ -29,6 +29,6 @@ def demo_outputs(name: str) -> tuple[Any, list[tuple[torch.Tensor, torch.Tensor]
     from metricloss import datasets, demo
 
     split = datasets.load(name)
-    train_out, test_out = demo._train_outputs(split, demo.SETTINGS[name], seed=0)
+    train_out, test_out = demo.checkpoint_outputs(split, demo.SETTINGS[name], seed=0)
     perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
     return split, [(logits[perm], split.y_train[perm]) for logits in train_out], test_out

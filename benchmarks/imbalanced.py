@@ -55,7 +55,7 @@ def split() -> datasets.Split:
 
 def checkpoint_outputs(data: datasets.Split) -> tuple[list, list]:
     """G_M (training-set outputs of 25 CE checkpoints, shuffled once) and the same checkpoints' test outputs."""
-    train_out, test_out = demo._train_outputs(data, CFG, seed=0)
+    train_out, test_out = demo.checkpoint_outputs(data, CFG, seed=0)
     perm = torch.randperm(data.y_train.shape[0], generator=torch.Generator().manual_seed(1))
     return [(z[perm], data.y_train[perm]) for z in train_out], test_out
 

@@ -59,7 +59,7 @@ def _batches(c: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
             split = datasets.load(name)
             sets[f"{name} CE checkpoints, test outputs"] = demo.heldout_batches(test_out, split.y_test, 8, seed=3)
         lt = datasets.long_tail(datasets.mnist_5k(), ratio=22.5)
-        _, test_out = demo._train_outputs(lt, {"epochs": 30, "hidden": 128}, seed=0)
+        _, test_out = demo.checkpoint_outputs(lt, {"epochs": 30, "hidden": 128}, seed=0)
         sets["MNIST-5k long tail CE checkpoints, test outputs"] = demo.heldout_batches(test_out, lt.y_test, 8, seed=2)
     return sets
 

@@ -69,7 +69,7 @@ def _output_rows(sur: ml.Surrogate, metric: str, names: tuple[str, ...]) -> list
     rows = []
     for name in names:
         split = datasets.load(name)
-        _, test_out = demo._train_outputs(split, demo.SETTINGS[name], seed=0)
+        _, test_out = demo.checkpoint_outputs(split, demo.SETTINGS[name], seed=0)
         pred, target = demo.heldout_batches(test_out, split.y_test, per_checkpoint=8, seed=3)
         values = met.evaluate(pred, target)
         ce = F.cross_entropy(pred.flatten(0, 1), target.flatten(), reduction="none").view(target.shape).mean(1)
@@ -80,7 +80,7 @@ def _output_rows(sur: ml.Surrogate, metric: str, names: tuple[str, ...]) -> list
 
 def make_accuracy() -> None:
     split = datasets.load("mnist_5k")
-    train_out, _ = demo._train_outputs(split, demo.SETTINGS["mnist_5k"], seed=0)
+    train_out, _ = demo.checkpoint_outputs(split, demo.SETTINGS["mnist_5k"], seed=0)
     perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
     outputs = [(logits[perm], split.y_train[perm]) for logits in train_out]
     t0 = time.perf_counter()

@@ -56,7 +56,7 @@ def make() -> None:
     seconds = time.perf_counter() - t0
     sur.save(ZOO / f"{NAME}.safetensors")
     digits = datasets.long_tail(datasets.digits(), ratio=10.0)
-    _, digits_out = demo._train_outputs(digits, demo.SETTINGS["digits"], seed=0)
+    _, digits_out = demo.checkpoint_outputs(digits, demo.SETTINGS["digits"], seed=0)
     rows = [_random_row(sur, 10, 128), _random_row(sur, 3, 32), _random_row(sur, 100, 256),
             _output_row(sur, "MNIST-5k long-tail test-set outputs of the CE checkpoints (held out)", data, test_out, 2),
             _output_row(sur, "digits long-tail (ratio 10) test-set outputs of another CE run (never seen)", digits,

@@ -37,7 +37,7 @@ from .metrics.classification import accuracy, macro_f1
 from .surrogate import Surrogate
 from .tasks.classification import BATCH_NET
 
-__all__ = ["heldout_batches", "run_demo"]
+__all__ = ["checkpoint_outputs", "heldout_batches", "run_demo"]
 
 BATCH = 128
 SETTINGS = {"digits": {"epochs": 30, "hidden": 64}, "mnist_5k": {"epochs": 12, "hidden": 128}}
@@ -65,7 +65,10 @@ def heldout_batches(
     return torch.stack(preds), torch.stack(targets)
 
 
-def _train_outputs(split: datasets.Split, cfg: dict[str, Any], seed: int) -> tuple[list, list]:
+def checkpoint_outputs(split: datasets.Split, cfg: dict[str, Any], seed: int) -> tuple[list, list]:
+    """Train the demo's MLP (``cfg``: ``hidden``, ``epochs``) with cross-entropy and return the logits of its ~25
+    checkpoints on the training and on the test inputs, ``(train_outputs, test_outputs)``: the G_M the demo and the
+    benchmarks learn from, and the held-out outputs they measure on."""
     torch.manual_seed(seed)
     model = training.mlp(split.x_train.shape[1], split.num_classes, cfg["hidden"])
     steps_per_epoch = -(-split.x_train.shape[0] // BATCH)
@@ -112,7 +115,7 @@ def _long_tail(name: str, seeds: int, progress: bool, epochs: int | None, learn_
     shares = torch.bincount(split.y_train, minlength=split.num_classes) / split.y_train.shape[0]
     _say(f"[{name}] {split.x_train.shape[0]} train / {split.x_test.shape[0]} test samples, class shares "
          f"{float(shares.max()):.1%} .. {float(shares.min()):.1%}; training a CE classifier", progress)
-    train_out, test_out = _train_outputs(split, cfg, seed=0)
+    train_out, test_out = checkpoint_outputs(split, cfg, seed=0)
     perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
     outputs = [(logits[perm], split.y_train[perm]) for logits in train_out]
     _say(f"[{name}] learning a macro-F1 surrogate (batch net) from {len(outputs)} checkpoints and G_R", progress)
@@ -220,7 +223,7 @@ def run_demo(
         split = datasets.load(name)
         _say(f"[{name}] {split.x_train.shape[0]} train / {split.x_test.shape[0]} test samples; "
              "training a CE classifier and keeping checkpoints", progress)
-        train_out, test_out = _train_outputs(split, cfg, seed=0)
+        train_out, test_out = checkpoint_outputs(split, cfg, seed=0)
         perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
         outputs = [(logits[perm], split.y_train[perm]) for logits in train_out]
         _say(f"[{name}] learning the accuracy surrogate from {len(outputs)} checkpoints (G_M) and G_R", progress)
