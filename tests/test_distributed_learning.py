@@ -24,6 +24,11 @@ import torch.distributed as dist
 
 import metricloss as ml
 from metricloss.learning import trainer as trainer_module
+from metricloss.learning.batches import prepare_batches
+from metricloss.learning.distributed import SharedMetric
+from metricloss.learning.settings import LearnSettings
+from metricloss.metrics.base import as_metric
+from metricloss.tasks.base import get_task
 
 SETTINGS = dict(task="classification", num_classes=5, steps=30, batch_size=32, batches_per_step=16, pool_size=64,
                 validation_batches=32, eval_every=5, patience=1000, gradient_probe=0, seed=0, progress=False)
@@ -82,16 +87,35 @@ def killed_and_resumed(path: Path, kill_after: int) -> ml.Surrogate:
     return learn_counted(checkpoint=path)[0]
 
 
+def first_step_gradients(distributed: bool) -> list[torch.Tensor]:
+    """The net's gradients (float64) after one learning step, as SGD with lr 1 moves the weights."""
+    task = get_task("classification", num_classes=5)
+    settings = LearnSettings.resolve(task, batches_per_step=15, batch_size=32, pool_size=64, validation_batches=8,
+                                     seed=3, progress=False, distributed=distributed)
+    metric = SharedMetric(as_metric(CountingAccuracy(), None, task.metrics), distributed=distributed)
+    batches = prepare_batches(task, metric, settings, None, torch.Generator().manual_seed(3))
+    batches.pool = (batches.pool[0].double(), *batches.pool[1:])
+    torch.manual_seed(3)
+    net = task.build_net(**settings.net_config).double()
+    start = [p.detach().clone() for p in net.parameters()]
+    cls = trainer_module.DistributedTrainer if distributed else trainer_module.Trainer
+    trainer = cls(net, metric, batches, settings, torch.Generator().manual_seed(4))
+    trainer.opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    trainer.step()
+    return [a - p.detach() for a, p in zip(start, net.parameters(), strict=True)]
+
+
 def worker(out: Path) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method="env://", timeout=timedelta(seconds=60))
     rank = dist.get_rank()
+    grads = {"split": first_step_gradients(True), "alone": first_step_gradients(False)}
     sur, calls = learn_counted()
     resumed = killed_and_resumed(out / "progress.safetensors", kill_after=3)
     uninterrupted = learn_counted(checkpoint=out / "fresh.safetensors")[0]
     torch.save({"state": sur.net.state_dict(), "calls": calls, "spearman": sur.report.spearman,
                 "resumed": resumed.net.state_dict(), "uninterrupted": uninterrupted.net.state_dict(),
-                "steps": (resumed.report.steps, uninterrupted.report.steps)}, out / f"rank{rank}.pt")
+                "steps": (resumed.report.steps, uninterrupted.report.steps), "grads": grads}, out / f"rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
 
@@ -122,6 +146,10 @@ def test_learn_on_two_ranks_matches_one_process(tmp_path):
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
 
     assert same_state(r0["state"], r1["state"]), "the ranks ended with different weights"
+    # One step's gradient, split over 2 ranks (15 batches: shares of 8 and 7), is the one-process gradient.
+    for split, alone in zip(r0["grads"]["split"], r0["grads"]["alone"], strict=True):
+        torch.testing.assert_close(split, alone, rtol=1e-10, atol=1e-12)
+    assert any(bool(g.abs().max() > 1e-4) for g in r0["grads"]["alone"])
     assert single_calls == 64 + 30 + 10  # pool, G_M learning part, held-out batches: each evaluated once
     assert max(r0["calls"], r1["calls"]) <= 0.6 * single_calls
     assert r0["calls"] + r1["calls"] == single_calls  # split, not repeated
@@ -146,7 +174,7 @@ def test_bad_distributed_and_worker_arguments():
         ml.learn("accuracy", distributed=True, **SETTINGS)
     with pytest.raises(TypeError, match="`distributed` must be True or False"):
         ml.learn("accuracy", distributed="yes", **SETTINGS)
-    with pytest.raises(TypeError, match="`metric_workers=2` .* must be picklable"):
+    with pytest.raises(TypeError, match=r"`metric_workers=2` .* must be picklable"):
         ml.learn(lambda p, t: float((p.argmax(-1) == t).double().mean()), metric_workers=2, **SETTINGS)
     with pytest.raises(ValueError, match="metric_workers"):
         ml.learn("accuracy", metric_workers=0, **SETTINGS)

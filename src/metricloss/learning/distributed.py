@@ -55,6 +55,14 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _comm_device() -> torch.device:
+    """Where collectives' tensors must live: the current GPU for an NCCL group, else the CPU (learning itself
+    runs on CPU tensors; they are moved for the collective and back)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def rank_share(n: int, rank: int, world_size: int) -> tuple[int, int]:
     """The contiguous ``[start, stop)`` share of ``n`` items that ``rank`` handles (sizes differ by at most one)."""
     base, extra = divmod(n, world_size)
@@ -72,11 +80,13 @@ def _gather_padded(local: torch.Tensor, n: int) -> list[torch.Tensor]:
     """``all_gather`` of each rank's share of ``n`` items (1-D, padded to the largest share), unpadded."""
     size = world()[1]
     width = -(-n // size)
-    padded = torch.zeros(width, dtype=local.dtype)
-    padded[: local.shape[0]] = local
+    device = _comm_device()
+    padded = torch.zeros(width, dtype=local.dtype, device=device)
+    padded[: local.shape[0]] = local.to(device)
     parts = [torch.empty_like(padded) for _ in range(size)]
     dist.all_gather(parts, padded)
-    return [part[: b - a] for part, (a, b) in zip(parts, (rank_share(n, r, size) for r in range(size)), strict=True)]
+    shares = [rank_share(n, r, size) for r in range(size)]
+    return [part[: b - a].to(local.device) for part, (a, b) in zip(parts, shares, strict=True)]
 
 
 class _GatherLosses(torch.autograd.Function):
@@ -107,7 +117,9 @@ def sum_gradients(model: nn.Module) -> None:
     """Replace each parameter's gradient by its sum over the ranks (one all-reduce; a missing one counts as 0)."""
     params = [p for p in model.parameters() if p.requires_grad]
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    flat = flat.to(_comm_device())
     dist.all_reduce(flat)
+    flat = flat.to(params[0].device)
     offset = 0
     for p in params:
         p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
@@ -116,9 +128,9 @@ def sum_gradients(model: nn.Module) -> None:
 
 def sum_scalar(value: torch.Tensor) -> torch.Tensor:
     """A scalar summed over the ranks (detached)."""
-    out = value.detach().reshape(1).clone()
+    out = value.detach().reshape(1).to(_comm_device(), copy=True)
     dist.all_reduce(out)
-    return out[0]
+    return out[0].to(value.device)
 
 
 def _evaluate(metric: BatchMetric, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
