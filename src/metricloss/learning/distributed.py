@@ -160,7 +160,8 @@ class SharedMetric(TimedMetric):
             return self._local(pred, target)
         rank, size = world()
         start, stop = rank_share(pred.shape[0], rank, size)
-        local = self._local(pred[start:stop], target[start:stop]).to(torch.float64)
+        local = (self._local(pred[start:stop], target[start:stop]).to(torch.float64) if stop > start
+                 else torch.zeros(0, dtype=torch.float64))
         return torch.cat(_gather_padded(local, pred.shape[0]))
 
     def _local(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

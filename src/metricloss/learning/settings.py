@@ -91,7 +91,7 @@ class LearnSettings:
             directions=check_int(directions, "directions", 2),
             sigma=check_positive(sigma, "sigma"),
             gradient_probe=check_int(gradient_probe, "gradient_probe", 0),
-            distributed=_distributed(distributed, gradient_weight),
+            distributed=_distributed(distributed, gradient_weight, batches_per_step),
             metric_workers=check_int(metric_workers, "metric_workers", 1),
         )
 
@@ -113,7 +113,7 @@ class LearnSettings:
         }
 
 
-def _distributed(distributed: bool | None, gradient_weight: float) -> bool:
+def _distributed(distributed: bool | None, gradient_weight: float, batches_per_step: int | None) -> bool:
     """``distributed``: ``None`` detects an initialised process group with more than one rank."""
     initialised = dist.is_available() and dist.is_initialized()
     if distributed is None:
@@ -127,6 +127,9 @@ def _distributed(distributed: bool | None, gradient_weight: float) -> bool:
         raise ValueError(
             "distributed learning does not support the correlated-gradients term yet (`gradient_weight` > 0 or "
             "objective='gradient'); learn it on one rank with distributed=False")
+    if distributed and batches_per_step is not None and batches_per_step < dist.get_world_size():
+        raise ValueError(f"`batches_per_step` ({batches_per_step}) must be at least the number of ranks "
+                         f"({dist.get_world_size()}) so that every rank has a share of each step's batches")
     return bool(distributed)
 
 
