@@ -76,6 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rank_out:
         return rank_main(args.rank_out)
+    torch.set_num_threads(1)
     tmp = Path(os.environ.get("TMPDIR", "/tmp"), f"ml-distributed-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     print(machine_line())

@@ -30,7 +30,7 @@ from metricloss.learning.settings import LearnSettings
 from metricloss.metrics.base import as_metric
 from metricloss.tasks.base import get_task
 
-SETTINGS = dict(task="classification", num_classes=5, steps=30, batch_size=32, batches_per_step=16, pool_size=64,
+SETTINGS = dict(task="classification", num_classes=5, steps=20, batch_size=32, batches_per_step=16, pool_size=64,
                 validation_batches=32, eval_every=5, patience=1000, gradient_probe=0, seed=0, progress=False)
 
 
@@ -157,7 +157,7 @@ def test_learn_on_two_ranks_matches_one_process(tmp_path):
     assert not same_state(r0["state"], {k: torch.zeros_like(v) for k, v in r0["state"].items()})
     for r in (r0, r1):
         assert same_state(r["resumed"], r["uninterrupted"]), "the resumed 2-rank run differs from the uninterrupted"
-        assert r["steps"] == (30, 30)
+        assert r["steps"] == (20, 20)
     assert same_state(r0["resumed"], r1["resumed"])
 
 

@@ -32,6 +32,10 @@ __all__ = ["SharedMetric", "barrier", "gather_losses", "group_initialized", "is_
            "sum_gradients", "sum_scalar", "world"]
 
 
+#: A stack is cut into this many pieces per metric worker.
+PIECES_PER_WORKER = 8
+
+
 def group_initialized() -> bool:
     """Whether a ``torch.distributed`` process group is initialised in this process."""
     return dist.is_available() and dist.is_initialized()
@@ -170,9 +174,11 @@ class SharedMetric(TimedMetric):
         t0 = time.perf_counter()
         if self._pool is None:
             self._pool = futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        # Several pieces per worker, in order: sending a piece overlaps with evaluating the one before.
         n = pred.shape[0]
-        shares = [rank_share(n, w, self.workers) for w in range(self.workers)]
-        jobs = [self._pool.submit(_evaluate, self.metric, pred[a:b], target[a:b]) for a, b in shares if b > a]
+        pieces = min(n, self.workers * PIECES_PER_WORKER)
+        shares = [rank_share(n, w, pieces) for w in range(pieces)]
+        jobs = [self._pool.submit(_evaluate, self.metric, pred[a:b], target[a:b]) for a, b in shares]
         values = torch.cat([job.result() for job in jobs])
         self.seconds += time.perf_counter() - t0
         return self.metric.oriented(values)
