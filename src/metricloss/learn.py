@@ -126,9 +126,10 @@ def learn(
             split across the ranks and every rank returns the same surrogate (see ``docs/distributed.md``).
             ``None`` (default) detects a group of more than one rank; ``False`` learns alone on this rank. Not
             with the correlated-gradients term (``gradient_weight`` > 0).
-        metric_workers: evaluate the metric in this many worker processes (spawned; the metric must be
-            picklable: a module-level function or class). For slow Python metrics; the values, and so the
-            surrogate, are those of ``metric_workers=1``.
+        metric_workers: evaluate the metric in this many worker processes (spawned: in a script, call ``learn``
+            under ``if __name__ == "__main__":``; the metric must be picklable: a module-level function or class).
+            For slow Python metrics; the values, and so the surrogate, are those of ``metric_workers=1``. They
+            serve the G_R pool, G_M and held-out stacks (not the gradient term's probes).
         **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``.
 
     Returns:
