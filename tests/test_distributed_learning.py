@@ -87,11 +87,11 @@ def killed_and_resumed(path: Path, kill_after: int) -> ml.Surrogate:
     return learn_counted(checkpoint=path)[0]
 
 
-def first_step_gradients(distributed: bool) -> list[torch.Tensor]:
+def first_step_gradients(distributed: bool, objective: str = "spearman") -> list[torch.Tensor]:
     """The net's gradients (float64) after one learning step, as SGD with lr 1 moves the weights."""
     task = get_task("classification", num_classes=5)
-    settings = LearnSettings.resolve(task, batches_per_step=15, batch_size=32, pool_size=64, validation_batches=8,
-                                     seed=3, progress=False, distributed=distributed)
+    settings = LearnSettings.resolve(task, objective=objective, batches_per_step=15, batch_size=32, pool_size=64,
+                                     validation_batches=8, seed=3, progress=False, distributed=distributed)
     metric = SharedMetric(as_metric(CountingAccuracy(), None, task.metrics), distributed=distributed)
     batches = prepare_batches(task, metric, settings, None, torch.Generator().manual_seed(3))
     batches.pool = (batches.pool[0].double(), *batches.pool[1:])
@@ -109,7 +109,8 @@ def worker(out: Path) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method="env://", timeout=timedelta(seconds=60))
     rank = dist.get_rank()
-    grads = {"split": first_step_gradients(True), "alone": first_step_gradients(False)}
+    grads = {(objective, split): first_step_gradients(split, objective)
+             for objective in ("spearman", "l2") for split in (True, False)}
     sur, calls = learn_counted()
     resumed = killed_and_resumed(out / "progress.safetensors", kill_after=3)
     uninterrupted = learn_counted(checkpoint=out / "fresh.safetensors")[0]
@@ -146,10 +147,13 @@ def test_learn_on_two_ranks_matches_one_process(tmp_path):
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
 
     assert same_state(r0["state"], r1["state"]), "the ranks ended with different weights"
-    # One step's gradient, split over 2 ranks (15 batches: shares of 8 and 7), is the one-process gradient.
-    for split, alone in zip(r0["grads"]["split"], r0["grads"]["alone"], strict=True):
-        torch.testing.assert_close(split, alone, rtol=1e-10, atol=1e-12)
-    assert any(bool(g.abs().max() > 1e-4) for g in r0["grads"]["alone"])
+    # One step's gradient, split over 2 ranks (15 batches: shares of 8 and 7), is the one-process gradient
+    # (rank objective + penalty, and the L2 approximation objective).
+    for objective in ("spearman", "l2"):
+        alone = r0["grads"][objective, False]
+        for split_grad, alone_grad in zip(r0["grads"][objective, True], alone, strict=True):
+            torch.testing.assert_close(split_grad, alone_grad, rtol=1e-10, atol=1e-12)
+        assert any(bool(g.abs().max() > 1e-4) for g in alone)
     assert single_calls == 64 + 30 + 10  # pool, G_M learning part, held-out batches: each evaluated once
     assert max(r0["calls"], r1["calls"]) <= 0.6 * single_calls
     assert r0["calls"] + r1["calls"] == single_calls  # split, not repeated
