@@ -25,9 +25,10 @@ from ._checks import check_choice
 from ._rng import private_rng
 from .evaluation import measure
 from .learning.batches import LearningBatches, TimedMetric, prepare_batches
+from .learning.distributed import SharedMetric
 from .learning.settings import LearnSettings
 from .learning.shapes import infer_shapes
-from .learning.trainer import Checkpointing, Trainer
+from .learning.trainer import Checkpointing, DistributedTrainer, Trainer
 from .metrics.base import BatchMetric, as_metric
 from .surrogate import Surrogate
 from .tasks.base import Task, get_task
@@ -42,7 +43,8 @@ __all__ = ["learn"]
 #: than the default is an error (it would be ignored).
 LEARNING_ONLY = ("objective", "higher_is_better", "steps", "batches_per_step", "p_random", "penalty", "lr",
                  "weight_decay", "pool_size", "eval_every", "patience", "rank_strength", "checkpoint",
-                 "gradient_weight", "directions", "sigma", "gradient_probe", "init")
+                 "gradient_weight", "directions", "sigma", "gradient_probe", "init", "distributed",
+                 "metric_workers")
 
 
 def learn(
@@ -73,6 +75,8 @@ def learn(
     sigma: float = 0.3,
     gradient_probe: int = 64,
     init: Surrogate | None = None,
+    distributed: bool | None = None,
+    metric_workers: int = 1,
     method: str = "reloss",
     **task_kwargs: Any,
 ) -> Surrogate | UniLoss | NonParametricLoss:
@@ -119,6 +123,15 @@ def learn(
             must then keep their defaults (a ``ValueError`` names the others).
         gradient_probe: number of validation batches on which the report's gradient agreement is measured
             (0 skips it).
+        distributed: learn across the ranks of the initialised ``torch.distributed`` process group (``torchrun``):
+            call ``learn`` on every rank with the same arguments; metric evaluations and each step's batches are
+            split across the ranks and every rank returns the same surrogate (see ``docs/distributed.md``).
+            ``None`` (default) detects a group of more than one rank; ``False`` learns alone on this rank. Not
+            with the correlated-gradients term (``gradient_weight`` > 0).
+        metric_workers: evaluate the metric in this many worker processes (spawned: in a script, call ``learn``
+            under ``if __name__ == "__main__":``; the metric must be picklable: a module-level function or class).
+            For slow Python metrics; the values, and so the surrogate, are those of ``metric_workers=1``. They
+            serve the G_R pool, G_M and held-out stacks (not the gradient term's probes).
         **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``. With ``outputs``, those a built-in
             task needs are read from the outputs when omitted (and checked against them when given); see
             :mod:`metricloss.learning.shapes`.
@@ -149,10 +162,18 @@ def learn(
         p_random=p_random, penalty=penalty, lr=lr, weight_decay=weight_decay, net=net, pool_size=pool_size,
         validation_batches=validation_batches, eval_every=eval_every, patience=patience,
         rank_strength=rank_strength, seed=seed, progress=progress, checkpoint=checkpoint,
-        gradient_weight=gradient_weight, directions=directions, sigma=sigma, gradient_probe=gradient_probe)
+        gradient_weight=gradient_weight, directions=directions, sigma=sigma, gradient_probe=gradient_probe,
+        distributed=distributed, metric_workers=metric_workers)
     gen = torch.Generator().manual_seed(settings.seed)
-    clock = TimedMetric(met)
-    batches = prepare_batches(task_obj, clock, settings, outputs, gen)
+    if settings.distributed or settings.metric_workers > 1:
+        clock = SharedMetric(met, distributed=settings.distributed, workers=settings.metric_workers)
+        try:
+            batches = prepare_batches(task_obj, clock, settings, outputs, gen)
+        finally:
+            clock.close()
+    else:
+        clock = TimedMetric(met)
+        batches = prepare_batches(task_obj, clock, settings, outputs, gen)
     if init is not None:
         _check_init(init, task_obj)
         settings = dataclasses.replace(settings, net_config=dict(init.net_config))
@@ -160,11 +181,12 @@ def learn(
         model = task_obj.build_net(**settings.net_config)
     if init is not None:
         model.load_state_dict(init.net.state_dict())
-    trainer = Trainer(model, clock, batches, settings, gen)
+    trainer = (DistributedTrainer if settings.distributed else Trainer)(model, clock, batches, settings, gen)
     report_settings = settings.as_dict(p_random=batches.p_random, pool_size=int(batches.pool[0].shape[0]))
     hooks = ()
     if settings.checkpoint is not None:
-        hook = Checkpointing(settings.checkpoint, _run_id(report_settings, task_obj, met, settings, batches, init))
+        hook = Checkpointing(settings.checkpoint, _run_id(report_settings, task_obj, met, settings, batches, init),
+                             distributed=settings.distributed)
         hook.resume(trainer)
         hooks = (hook,)
     trainer.run(hooks, desc=f"learning {met.name} surrogate")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
 from .._checks import check_bool, check_choice, check_int, check_nonnegative, check_positive
 from ..objectives import OBJECTIVES
 from ..tasks.base import Task
@@ -47,6 +49,8 @@ class LearnSettings:
     directions: int
     sigma: float
     gradient_probe: int
+    distributed: bool = False
+    metric_workers: int = 1
 
     @classmethod
     def resolve(cls, task: Task, *, objective: str = "spearman", steps: int | None = None,
@@ -55,7 +59,8 @@ class LearnSettings:
                 net: dict[str, Any] | None = None, pool_size: int | None = None, validation_batches: int = 256,
                 eval_every: int = 25, patience: int = 6, rank_strength: float = 10.0, seed: int = 0,
                 progress: bool = True, checkpoint: str | Path | None = None, gradient_weight: float = 0.0,
-                directions: int = 8, sigma: float = 0.3, gradient_probe: int = 64) -> LearnSettings:
+                directions: int = 8, sigma: float = 0.3, gradient_probe: int = 64, distributed: bool | None = None,
+                metric_workers: int = 1) -> LearnSettings:
         """Check every argument (errors name it) and fill the task's defaults."""
         check_choice(objective, "objective", OBJECTIVES)
         gradient_weight = check_nonnegative(gradient_weight, "gradient_weight")
@@ -86,6 +91,8 @@ class LearnSettings:
             directions=check_int(directions, "directions", 2),
             sigma=check_positive(sigma, "sigma"),
             gradient_probe=check_int(gradient_probe, "gradient_probe", 0),
+            distributed=_distributed(distributed, gradient_weight, batches_per_step),
+            metric_workers=check_int(metric_workers, "metric_workers", 1),
         )
 
     @property
@@ -104,6 +111,26 @@ class LearnSettings:
             "eval_every": self.eval_every, "patience": self.patience, "net": self.net_config,
             "gradient_weight": self.gradient_weight, "directions": self.directions, "sigma": self.sigma,
         }
+
+
+def _distributed(distributed: bool | None, gradient_weight: float, batches_per_step: int | None) -> bool:
+    """``distributed``: ``None`` detects an initialised process group with more than one rank."""
+    initialised = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        distributed = initialised and dist.get_world_size() > 1
+    elif check_bool(distributed, "distributed") and not initialised:
+        raise ValueError(
+            "`distributed=True` needs an initialised torch.distributed process group: call "
+            "torch.distributed.init_process_group(...) first (torchrun sets up its env:// variables), "
+            "or pass distributed=None to detect one")
+    if distributed and gradient_weight > 0:
+        raise ValueError(
+            "distributed learning does not support the correlated-gradients term yet (`gradient_weight` > 0 or "
+            "objective='gradient'); learn it on one rank with distributed=False")
+    if distributed and batches_per_step is not None and batches_per_step < dist.get_world_size():
+        raise ValueError(f"`batches_per_step` ({batches_per_step}) must be at least the number of ranks "
+                         f"({dist.get_world_size()}) so that every rank has a share of each step's batches")
+    return bool(distributed)
 
 
 def _net_config(task: Task, net: dict[str, Any] | None, objective: str) -> dict[str, Any]:

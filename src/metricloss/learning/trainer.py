@@ -29,9 +29,10 @@ from .._checkpoint import load_progress, save_progress
 from ..evaluation import agreement, gradient_agreement, metric_changes
 from ..objectives import approximation_objective, gradient_objective, gradient_penalty, rank_objective
 from .batches import LearningBatches, StepBatches, TimedMetric
+from .distributed import barrier, gather_losses, is_main, rank_share, share_of, sum_gradients, sum_scalar, world
 from .settings import LearnSettings
 
-__all__ = ["Checkpointing", "EarlyStopping", "Trainer"]
+__all__ = ["Checkpointing", "DistributedTrainer", "EarlyStopping", "Trainer"]
 
 #: Steps in a row whose objective or gradient may be non-finite before learning gives up.
 MAX_NONFINITE = 10
@@ -106,9 +107,17 @@ class Trainer:
         """One learning step; the weights move only when the objective and all its gradients are finite."""
         self.steps += 1
         obj = self.objective(self.batches.draw(self.settings.batches_per_step, self.gen))
+        return self._descend(obj, obj)
+
+    def _sync_gradients(self) -> None:
+        """Hook between ``backward()`` and the finiteness check (the distributed trainer sums gradients here)."""
+
+    def _descend(self, local: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
+        """Backpropagate ``local`` (this process's part of the objective ``obj``) and step when all is finite."""
         self.opt.zero_grad(set_to_none=True)
         if torch.isfinite(obj):
-            obj.backward()
+            local.backward()
+        self._sync_gradients()
         finite = bool(torch.isfinite(obj)) and all(
             p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.model.parameters())
         if finite:
@@ -154,7 +163,8 @@ class Trainer:
         """Step until early stopping or ``max_steps``, validating every ``eval_every`` steps; each hook is called
         with the trainer after every validation (e.g. :class:`Checkpointing`)."""
         s = self.settings
-        bar = tqdm(total=s.max_steps, initial=self.steps, disable=not s.progress, desc=desc, leave=False)
+        bar = tqdm(total=s.max_steps, initial=self.steps, disable=not (s.progress and is_main()), desc=desc,
+                   leave=False)
         while not self.done:
             obj = self.step()
             bar.update(1)
@@ -180,14 +190,47 @@ class Trainer:
         return self.model.eval()
 
 
+class DistributedTrainer(Trainer):
+    """The trainer on every rank of a process group: each step's N batches (drawn identically on every rank) are
+    split across the ranks; each computes the losses of its share, which are all-gathered (differentiably) so the
+    rank objective is over all N, and the nets' gradients are summed over the ranks before Adam steps. Every rank
+    thus takes the same step and ends with the same weights. Validation is replicated (every rank scores the same
+    held-out batches with the same weights, so early stopping decides alike)."""
+
+    def step(self) -> torch.Tensor:
+        self.steps += 1
+        s = self.settings
+        batch = self.batches.draw(s.batches_per_step, self.gen)
+        n = batch.values.shape[0]
+        share = share_of(batch, *rank_share(n, *world()))
+        pred = share.pred.requires_grad_(True)
+        local = self.model(pred, share.target)
+        losses = gather_losses(local, n)
+        if s.objective in ("spearman", "kendall"):
+            common = rank_objective(losses, batch.values, s.objective, s.rank_strength)
+        else:  # "l2" / "l1" (settings refuse the gradient objective here)
+            common = approximation_objective(losses, batch.values, s.objective, self.batches.offset)
+        own = local.sum() * 0.0
+        if s.penalty > 0 and pred.shape[0] > 0:
+            (grads,) = torch.autograd.grad(local.sum(), pred, create_graph=True)
+            own = s.penalty * gradient_penalty(grads) * (pred.shape[0] / n)  # this share of the mean over N
+        return self._descend(common + own, common.detach() + sum_scalar(own))
+
+    def _sync_gradients(self) -> None:
+        sum_gradients(self.model)
+
+
 class Checkpointing:
     """The checkpoint hook: after every validation, save everything a resumed run needs to ``path`` (atomic);
     :meth:`resume` restores it when the file exists and its fingerprint is this run's."""
 
-    def __init__(self, path: str | Path, fingerprint: str) -> None:
-        self.path, self.fingerprint = Path(path), fingerprint
+    def __init__(self, path: str | Path, fingerprint: str, *, distributed: bool = False) -> None:
+        self.path, self.fingerprint, self.distributed = Path(path), fingerprint, distributed
 
     def resume(self, trainer: Trainer) -> bool:
+        """Restore ``trainer`` from the file when it is this run's (in a process group: every rank reads it)."""
+        if self.distributed:
+            barrier()
         resumed = load_progress(self.path, fingerprint=self.fingerprint, model=trainer.model, opt=trainer.opt,
                                 gen=trainer.gen)
         if resumed is None:
@@ -200,6 +243,12 @@ class Checkpointing:
         return True
 
     def __call__(self, trainer: Trainer) -> None:
+        if not self.distributed or is_main():
+            self._save(trainer)
+        if self.distributed:
+            barrier()
+
+    def _save(self, trainer: Trainer) -> None:
         st = trainer.stopping
         save_progress(self.path, fingerprint=self.fingerprint, model=trainer.model, opt=trainer.opt, gen=trainer.gen,
                       best_state=st.best_state,
