@@ -11,9 +11,6 @@ OUT` under those variables.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +26,7 @@ from metricloss.learning.distributed import SharedMetric
 from metricloss.learning.settings import LearnSettings
 from metricloss.metrics.base import as_metric
 from metricloss.tasks.base import get_task
+from ranks import start_ranks
 
 SETTINGS = dict(task="classification", num_classes=5, steps=20, batch_size=32, batches_per_step=16, pool_size=64,
                 validation_batches=32, eval_every=5, patience=1000, gradient_probe=0, seed=0, progress=False)
@@ -121,26 +119,13 @@ def worker(out: Path) -> None:
     dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def same_state(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo")
 def test_learn_on_two_ranks_matches_one_process(tmp_path):
-    src = str(Path(ml.__file__).resolve().parents[1])
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
-           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen([sys.executable, __file__, str(tmp_path)], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for r in range(2)
-    ]
+    procs = start_ranks(__file__, tmp_path)
     single, single_calls = learn_counted()  # meanwhile, the same run in one process
     logs = [p.communicate(timeout=180)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)

@@ -10,9 +10,6 @@ model. This file is also the worker: `python tests/test_distributed_training.py 
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import metricloss as ml
+from ranks import start_ranks
 
 STEPS = 6
 
@@ -70,22 +68,9 @@ def model_state_step(state: dict[str, torch.Tensor]) -> int:
     return int(state["criterion._extra_state"][ml.CombinedLoss._STATE.index("step")])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo")
 def test_combined_surrogate_loss_trains_under_ddp(tmp_path):
-    src = str(Path(ml.__file__).resolve().parents[1])
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
-           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen([sys.executable, __file__, str(tmp_path)], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for r in range(2)
-    ]
+    procs = start_ranks(__file__, tmp_path)
     logs = [p.communicate(timeout=180)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
