@@ -23,18 +23,21 @@ Conventions for classes absent from a batch (they match scikit-learn's defaults,
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 import torch
-from torchmetrics.functional.classification import (
-    multiclass_cohen_kappa,
-    multiclass_f1_score,
-    multiclass_matthews_corrcoef,
-    multiclass_recall,
-)
 
 from .base import Metric
 
 __all__ = ["BUILTINS", "accuracy", "balanced_accuracy", "cohen_kappa", "macro_f1", "mcc", "top_k_accuracy"]
 
+
+
+def _tm() -> ModuleType:
+    """torchmetrics' functional classification metrics, imported on first use: importing torchmetrics takes 1-2 s
+    (it pulls in scipy.signal where scipy is installed), which ``import metricloss`` should not pay."""
+    return importlib.import_module("torchmetrics.functional.classification")
 
 def top_k_accuracy(logits: torch.Tensor, target: torch.Tensor, k: int = 1) -> torch.Tensor:
     """Fraction of samples whose target is among the ``k`` largest logits.
@@ -83,7 +86,7 @@ def macro_f1(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         0.7333
     """
     pred, target, single = _stack(logits, target)
-    values = multiclass_f1_score(pred, target, logits.shape[-1], average="macro", multidim_average="samplewise",
+    values = _tm().multiclass_f1_score(pred, target, logits.shape[-1], average="macro", multidim_average="samplewise",
                                  validate_args=False)
     return _out(values, single)
 
@@ -103,7 +106,7 @@ def balanced_accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     """
     pred, target, single = _stack(logits, target)
     c = logits.shape[-1]
-    recall = multiclass_recall(pred, target, c, average="none", multidim_average="samplewise",
+    recall = _tm().multiclass_recall(pred, target, c, average="none", multidim_average="samplewise",
                                validate_args=False).to(torch.float64)
     present = torch.zeros(target.shape[0], c, dtype=torch.float64).scatter_(1, target, 1.0)
     return _out((recall * present).sum(dim=-1) / present.sum(dim=-1), single)
@@ -128,7 +131,7 @@ def cohen_kappa(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         >>> float(cohen_kappa(logits, torch.tensor([0, 0, 0, 1])))  # 75 % accuracy, no better than chance
         0.0
     """
-    return _loop(multiclass_cohen_kappa, logits, target)
+    return _loop(_tm().multiclass_cohen_kappa, logits, target)
 
 
 def mcc(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -147,7 +150,7 @@ def mcc(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         >>> float(mcc(logits, torch.tensor([0, 1, 0, 1])))
         1.0
     """
-    return _loop(multiclass_matthews_corrcoef, logits, target)
+    return _loop(_tm().multiclass_matthews_corrcoef, logits, target)
 
 
 def _top5(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
