@@ -24,7 +24,7 @@ from ._checkpoint import fingerprint
 from ._checks import check_choice
 from ._rng import private_rng
 from .evaluation import measure
-from .learning.batches import LearningBatches, TimedMetric, prepare_batches
+from .learning.batches import LearningBatches, prepare_batches
 from .learning.distributed import SharedMetric
 from .learning.settings import LearnSettings
 from .learning.shapes import infer_shapes
@@ -165,15 +165,12 @@ def learn(
         gradient_weight=gradient_weight, directions=directions, sigma=sigma, gradient_probe=gradient_probe,
         distributed=distributed, metric_workers=metric_workers)
     gen = torch.Generator().manual_seed(settings.seed)
-    if settings.distributed or settings.metric_workers > 1:
-        clock = SharedMetric(met, distributed=settings.distributed, workers=settings.metric_workers)
-        try:
-            batches = prepare_batches(task_obj, clock, settings, outputs, gen)
-        finally:
-            clock.close()
-    else:
-        clock = TimedMetric(met)
+    # One process and one worker: SharedMetric evaluates in place, as its base TimedMetric does.
+    clock = SharedMetric(met, distributed=settings.distributed, workers=settings.metric_workers)
+    try:
         batches = prepare_batches(task_obj, clock, settings, outputs, gen)
+    finally:
+        clock.close()
     if init is not None:
         _check_init(init, task_obj)
         settings = dataclasses.replace(settings, net_config=dict(init.net_config))
