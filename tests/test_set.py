@@ -355,6 +355,21 @@ def test_spline_below_in_float32_at_large_batches_and_linear_memory():
     assert f.shape == (1, 300_000, 8) and bool(torch.isfinite(f).all())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_spline_features_in_half_precision_sum_in_float32(dtype):
+    # bfloat16 prefix sums over 4096 samples would be off by whole counts; the kernel promotes them to float32, so
+    # only the rounding of the inputs and of the returned features remains.
+    gen = torch.Generator().manual_seed(1)
+    s = torch.randn(1, 4096, generator=gen) * 3
+    y = (torch.rand(1, 4096, generator=gen) < 0.3).float()
+    want = S.set_features(s.to(dtype).double(), y.double(), ("rank",), (0.1, 0.5))
+    x = s.to(dtype).requires_grad_(True)
+    got = S.set_features(x, y.to(dtype), ("rank",), (0.1, 0.5))
+    got.float().sum().backward()
+    assert got.dtype == dtype and float((got.detach().double() - want).abs().max()) < 0.01
+    assert bool(torch.isfinite(x.grad).all())
+
+
 def test_spline_features_at_low_temperature_are_the_exact_fractions():
     # Scores further apart than the kernel's support: "negatives below" averaged over the positives is the AUROC,
     # and "samples above" is the exact rank fraction.

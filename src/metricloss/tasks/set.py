@@ -40,10 +40,10 @@ sorted scores, so the features cost :math:`O(B \log B)` time and :math:`O(B)` me
 configurable used :math:`\sigma(\cdot/\tau)` over all pairs (``kernel="logistic"``) and load with it. The baseline
 is binary cross-entropy with logits.
 
-G_R mixes two regimes. :meth:`SetTask.spread_batches` (60 %) draws, per batch and label, a positive rate
+G_R mixes two regimes. :meth:`SetTask.spread_batches` (40 %) draws, per batch and label, a positive rate
 :math:`\sigma(U(-3, 3))` (at least one positive and one negative are kept, so AP and AUROC are defined), a class
 separation :math:`d \sim U(-2.5, 4)` (negative: worse than chance), a threshold offset and a logit scale, so every
-metric spreads over most of its range. :meth:`SetTask.trained_batches` (40 %, :attr:`SetTask.trained_share`) is the
+metric spreads over most of its range. :meth:`SetTask.trained_batches` (60 %, :attr:`SetTask.trained_share`) is the
 trained-model regime: well-separated classes, heavy-tailed noise, under- to over-confident logit scales and 0 to 3
 labels flipped near the threshold, the batches a trained model gives (F1 mostly 0.85 to 1). With ``outputs=``,
 :meth:`SetTask.relabel` perturbs the real batches the same way.
@@ -128,10 +128,14 @@ def _sorted_spline_below(r: torch.Tensor, w: torch.Tensor, widths: tuple[float, 
 
 def _spline_counts(rel: torch.Tensor, groups: torch.Tensor, widths: tuple[float, ...]) -> torch.Tensor:
     """``(M, T, B, G)``: :func:`spline_below` of ``rel / h`` for each half-width ``h``, with one sort for all."""
+    dtype = rel.dtype
     m, b, g = groups.shape
+    # Prefix sums over B samples need at least float32 (bfloat16 / float16 inputs, as under autocast, are promoted).
+    work = torch.promote_types(rel.dtype, torch.float32)
+    rel, groups = rel.to(work), groups.to(work)
     srel, order = (rel - rel.mean(dim=-1, keepdim=True).detach()).sort(dim=-1)  # centred: prefix sums lose less
     sums = _sorted_spline_below(srel, groups.gather(1, order.unsqueeze(-1).expand(m, b, g)), widths)
-    return torch.empty_like(sums).scatter(2, order.view(m, 1, b, 1).expand_as(sums), sums)
+    return torch.empty_like(sums).scatter(2, order.view(m, 1, b, 1).expand_as(sums), sums).to(dtype)
 
 
 def spline_below(u: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -277,7 +281,7 @@ class SetTask(Task):
     default_batch_size = 64
     stored_net_defaults: ClassVar[dict[str, Any]] = {"sign_floor": 1e-3, "rank_floor": 1e-3, "kernel": "logistic"}
     #: The share of G_R batches drawn from :meth:`trained_batches` (the rest from :meth:`spread_batches`).
-    trained_share: ClassVar[float] = 0.4
+    trained_share: ClassVar[float] = 0.6
 
     def __init__(self, num_labels: int | None = None) -> None:
         if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)
