@@ -126,19 +126,14 @@ def _sorted_spline_below(r: torch.Tensor, w: torch.Tensor, widths: tuple[float, 
     return mid[..., :g] + (quad_right - quad_left) / (2 * h.square())
 
 
-def _spline_counts(rel: torch.Tensor, groups: torch.Tensor, widths: tuple[float, ...],
-                   presorted: bool = False) -> torch.Tensor:
-    """``(M, T, B, G)``: :func:`spline_below` of ``rel / h`` for each half-width ``h``, with one sort for all (none
-    when ``rel`` is ``presorted`` ascending along its last axis)."""
+def _spline_counts(rel: torch.Tensor, groups: torch.Tensor, widths: tuple[float, ...]) -> torch.Tensor:
+    """``(M, T, B, G)``: :func:`spline_below` of ``rel / h`` for each half-width ``h``, with one sort for all."""
     dtype = rel.dtype
     m, b, g = groups.shape
     # Prefix sums over B samples need at least float32 (bfloat16 / float16 inputs, as under autocast, are promoted).
     work = torch.promote_types(rel.dtype, torch.float32)
     rel, groups = rel.to(work), groups.to(work)
-    centred = rel - rel.mean(dim=-1, keepdim=True).detach()  # differences are unchanged; prefix sums lose less
-    if presorted:
-        return _sorted_spline_below(centred, groups, widths).to(dtype)
-    srel, order = centred.sort(dim=-1)
+    srel, order = (rel - rel.mean(dim=-1, keepdim=True).detach()).sort(dim=-1)  # centred: prefix sums lose less
     sums = _sorted_spline_below(srel, groups.gather(1, order.unsqueeze(-1).expand(m, b, g)), widths)
     return torch.empty_like(sums).scatter(2, order.view(m, 1, b, 1).expand_as(sums), sums).to(dtype)
 
@@ -163,7 +158,7 @@ def spline_below(u: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
 def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str, ...],
                  temperatures: tuple[float, ...], sharpness: float | tuple[float, ...] = 3.0,
                  sign_floor: float = SIGN_FLOOR,
-                 rank_floor: float = RANK_FLOOR, kernel: str = DEFAULT_KERNEL, presorted: bool = False) -> torch.Tensor:
+                 rank_floor: float = RANK_FLOOR, kernel: str = DEFAULT_KERNEL) -> torch.Tensor:
     r"""Per-sample features ``(M, B, F)`` of ``M`` sets of scores ``(M, B)`` with 0/1 targets ``(M, B)``.
 
     ``"prob"`` adds :math:`\sigma(s_b)`; ``"rank"`` adds the positive rate and, per temperature, the soft fractions
@@ -176,8 +171,7 @@ def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str
     ``"logistic"``, :math:`\sigma(d/\tau)` over all pairs, :math:`O(B^2)` time and memory (surrogates saved before
     2026-11-30); ``"spline"``, :math:`K(d / 4\tau)` with :math:`K` the triangular distribution function of
     :func:`spline_below` (the same slope at 0, :math:`1/4\tau`, and a support of :math:`\pm 4\tau`), computed
-    exactly in :math:`O(B \log B)` time and :math:`O(B)` memory. ``presorted``: the scores are sorted ascending along
-    their last axis, so the spline kernel skips its sort (:class:`SetNet` sorts each set once).
+    exactly in :math:`O(B \log B)` time and :math:`O(B)` memory.
     """
     y = target.to(scores.dtype)
     out = []
@@ -197,7 +191,7 @@ def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str
         if kernel == "logistic":  # groups: negatives, positives, all
             c = _logistic_counts(rel, torch.stack([1 - y, y, torch.ones_like(y)], dim=-1), temperatures)
         else:
-            c = _spline_counts(rel, torch.stack([1 - y, y], dim=-1), tuple(4 * tau for tau in temperatures), presorted)
+            c = _spline_counts(rel, torch.stack([1 - y, y], dim=-1), tuple(4 * tau for tau in temperatures))
             c = torch.cat([c, c.sum(-1, keepdim=True)], dim=-1)  # all = negatives + positives
         # c[m, t, b, g]: the soft count of group g "scored lower than b". Each kernel is 1/2 at 0, each sample's
         # comparison with itself: removed from every count.
@@ -257,17 +251,12 @@ class SetNet(nn.Module):
             s, y = scores.transpose(1, 2), target.transpose(1, 2)
         n, num_labels, b = s.shape
         s, y = s.reshape(n * num_labels, b), y.reshape(n * num_labels, b).to(scores.dtype)
-        presorted = self.kernel == "spline" and "rank" in self.features
-        if presorted:  # the loss does not depend on the order of the samples: sort once, here
-            s, order = s.sort(dim=-1)
-            y = y.gather(-1, order)
         feats = set_features(s, y, self.features, self.temperatures, self.sharpness, self.sign_floor, self.rank_floor,
-                             self.kernel, presorted=presorted)
+                             self.kernel)
         emb = self.phi(feats)  # (M, B, E)
         n_pos = y.sum(-1, keepdim=True)
-        sums = torch.stack([y, 1 - y], dim=1).to(emb.dtype) @ emb  # (M, 2, E): sums over positives, negatives
-        pos = sums[:, 0] / n_pos.clamp_min(1)
-        neg = sums[:, 1] / (b - n_pos).clamp_min(1)
+        pos = (emb * y.unsqueeze(-1)).sum(-2) / n_pos.clamp_min(1)
+        neg = (emb * (1 - y).unsqueeze(-1)).sum(-2) / (b - n_pos).clamp_min(1)
         out = self.rho(torch.cat([pos, neg, n_pos / b], dim=-1)).squeeze(-1)
         return out.view(n, num_labels).mean(dim=-1)
 
