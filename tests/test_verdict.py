@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 
 import metricloss as ml
 import metricloss._serialization as mlser
+import metricloss.cli
 from metricloss import verdict as V
 
 N = 64
@@ -181,3 +182,13 @@ def test_a_malformed_verdict_is_a_file_error(sur, tmp_path):
     with pytest.raises(ml.io.SurrogateFileError, match="outcome"):
         ml.load(tmp_path / "bad.safetensors")
     assert json.loads(json.dumps(sur.report.to_dict()))["verdict"]["outcome"] in V.OUTCOMES
+
+
+def test_metricloss_evaluate_prints_the_verdict(sur, tmp_path, capsys):
+    sur.save(tmp_path / "s.safetensors")
+    args = ["evaluate", str(tmp_path / "s.safetensors"), "--batches", "16", "--batch-size", "32"]
+    assert metricloss.cli.main(args) == 0
+    out = capsys.readouterr().out
+    fresh, stored = out.split("Stored report card:")
+    assert "Verdict: **" in fresh and "held-out random batches: Spearman" in fresh and "gradient w.r.t." in fresh
+    assert f"Verdict: **{sur.report.verdict.outcome}**" in stored
