@@ -1,5 +1,5 @@
-"""The trained-model regime (metricloss.learning.regimes): valid shapes and targets for every family, deterministic under
-a seed, each perturbation doing what it says, and the family hooks."""
+"""The trained-model regime (metricloss.learning.regimes): valid shapes and targets for every family, deterministic
+under a seed, each perturbation doing what it says, and the family hooks."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_few_errors_falls_back_to_relabel_for_other_layouts_and_honours_the_fami
         def few_errors(self, p, t, errors, generator):
             return p, t + errors.view(-1, 1)
 
-    p, t = R.few_errors(Hooked(), pred[:, :, 0, 0, 0], torch.zeros(40, 8), torch.ones(40, dtype=torch.int64),
+    _, t = R.few_errors(Hooked(), pred[:, :, 0, 0, 0], torch.zeros(40, 8), torch.ones(40, dtype=torch.int64),
                         gen_a)
     assert torch.equal(t, torch.ones(40, 8))
 
