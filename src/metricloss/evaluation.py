@@ -201,7 +201,7 @@ def measure(
     seed: int = 0,
     started: float | None = None,
     real_outputs: bool = False,
-    random_check: tuple[torch.Tensor, torch.Tensor] | None = None,
+    random_check: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     **fields: Any,
 ) -> Report:
     r"""Measure ``loss`` against ``metric`` on the held-out batches, beside the task's baseline loss on the same ones.
@@ -227,8 +227,9 @@ def measure(
             the measurement.
         real_outputs: the held-out batches are real model outputs (else random batches): the report's
             :class:`~metricloss.verdict.Verdict` is decided on them.
-        random_check: other, random ``(pred, target)`` stacks on which the verdict also compares the two losses (when
-            the held-out batches are real outputs). The verdict's gradient comparison uses the first
+        random_check: other, random ``(pred, target, oriented metric values)`` batches on which the verdict also
+            compares the two losses when the held-out batches are real outputs
+            (:func:`~metricloss.verdict.random_check`). The verdict's gradient comparison uses the first
             :data:`~metricloss.verdict.GRADIENT_BATCHES` held-out batches.
         **fields: the other :class:`~metricloss.report.Report` fields (``settings``, ``steps``, ``history``,
             ``metric_seconds`` spent before, ...).
@@ -268,13 +269,8 @@ def measure(
                                                           **probe)
         fields["baseline_gradient_agreement"] = gradient_agreement(task.baseline, metric, probe_p, probe_t, **probe)
         metric_seconds += time.perf_counter() - t0
-    check = None
-    if random_check is not None and real_outputs:
-        t0 = time.perf_counter()
-        check = (*random_check, metric.oriented(metric.evaluate(*random_check)))
-        metric_seconds += time.perf_counter() - t0
-    fields["verdict"] = _verdict(losses_of, task, heldout, (ours_losses, base_losses, values), real_outputs, check,
-                                 gradient_dtype, seed)
+    fields["verdict"] = _verdict(losses_of, task, heldout, (ours_losses, base_losses, values), real_outputs,
+                                 random_check if real_outputs else None, gradient_dtype, seed)
     if started is not None:
         fields["learn_seconds"] = time.perf_counter() - started
     return Report.from_agreement(task, metric, method, ours, base, validation=validation,

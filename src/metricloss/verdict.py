@@ -40,7 +40,7 @@ from . import ranking
 __all__ = [
     "GRADIENT_BATCHES", "MARGIN", "OUTCOMES", "RANDOM", "REAL", "RESAMPLES", "RULE", "GradientComparison",
     "RankingComparison", "Verdict", "WeakSurrogateWarning", "compare_gradients", "compare_ranking", "judge",
-    "random_check_batches", "warn_if_weak",
+    "random_check", "warn_if_weak",
 ]
 
 #: The possible answers.
@@ -274,10 +274,13 @@ def judge(losses: torch.Tensor, baseline_losses: torch.Tensor, values: torch.Ten
     return Verdict.of(real=main if real else None, random=rand if real else main, gradient=gradient)
 
 
-def random_check_batches(task: Any, n: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random batches (the task's G_R) for the random-batch half of a verdict, from a generator of their own
-    (seeded ``seed + 7919``), so no learning or validation stream is touched."""
-    return task.random_batches(n, batch_size, torch.Generator().manual_seed(seed + 7919))
+def random_check(task: Any, metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], n: int, batch_size: int,
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` random batches (the task's G_R) for the random-batch half of a verdict and their metric values
+    (``metric`` returns them oriented higher-is-better, as :func:`metricloss.learn`'s metric clock does). They come
+    from a generator of their own (seeded ``seed + 7919``), so no learning or validation stream is touched."""
+    pred, target = task.random_batches(n, batch_size, torch.Generator().manual_seed(seed + 7919))
+    return pred, target, metric(pred, target)
 
 
 def warn_if_weak(verdict: Verdict, baseline: str, stacklevel: int = 3) -> None:
