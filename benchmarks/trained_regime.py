@@ -33,6 +33,11 @@ from metricloss import demo
 from metricloss.evaluation import agreement
 from metricloss.metrics import ordinal as ordinal_metrics
 
+try:  # this branch's verdict rule; the starting tree has none
+    from metricloss.verdict import compare_ranking
+except ImportError:
+    compare_ranking = None
+
 SEEDS = (0, 1, 2)
 LEARN = {"steps": 300, "batches_per_step": 64, "pool_size": 1024, "validation_batches": 64, "eval_every": 25,
          "patience": 4, "gradient_probe": 0, "progress": False}
@@ -97,13 +102,18 @@ def run(path: str) -> None:
             t0 = time.perf_counter()
             sur = ml.learn(data["metric"], outputs=data["outputs"], seed=seed, **LEARN, **data["kwargs"])
             with torch.no_grad():
-                test = agreement(sur.batch_losses(pred, target), values, True)["spearman"]
+                test_losses = sur.batch_losses(pred, target)
+                test = agreement(test_losses, values, True)["spearman"]
+            test_verdict = None
+            if compare_ranking is not None:  # the verdict's rule applied to the test outputs
+                c = compare_ranking(test_losses, _ce(pred, target), values, "real outputs")
+                test_verdict = f"{c.outcome} ({c.difference:+.3f} ± {c.standard_error:.3f})"
             rep = sur.report
             verdict = getattr(rep, "verdict", None)
             rows.append({"data": name, "seed": seed, "heldout_sur": rep.spearman, "heldout_ce": rep.baseline_spearman,
                          "heldout_batches": rep.n_validation_batches, "test_sur": test, "test_ce": ce_test,
                          "test_batches": int(pred.shape[0]), "steps": rep.steps, "seconds": time.perf_counter() - t0,
-                         "verdict": verdict.outcome if verdict is not None else None})
+                         "verdict": verdict.outcome if verdict is not None else None, "test_verdict": test_verdict})
             print(rows[-1], flush=True)
     json.dump({"rows": rows, "machine": machine_line()}, open(path, "w"), indent=1)
 
@@ -111,12 +121,13 @@ def run(path: str) -> None:
 def table(before: str, after: str) -> None:
     b, a = json.load(open(before)), json.load(open(after))
     print(f"before: {b['machine']}\nafter: {a['machine']}\n")
-    print("| data | seed | held-out real: CE | before | after | test outputs: CE | before | after | verdict after |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| data | seed | held-out real: CE | before | after | verdict after | test outputs: CE | before | after "
+          "| rule on test outputs, after (d ± SE) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for rb, ra in zip(b["rows"], a["rows"], strict=True):
         print(f"| {rb['data']} ({rb['heldout_batches']} / {rb['test_batches']} batches) | {rb['seed']} | "
-              f"{rb['heldout_ce']:.4f} | {rb['heldout_sur']:.4f} | {ra['heldout_sur']:.4f} | {rb['test_ce']:.4f} | "
-              f"{rb['test_sur']:.4f} | {ra['test_sur']:.4f} | {ra['verdict']} |")
+              f"{rb['heldout_ce']:.4f} | {rb['heldout_sur']:.4f} | {ra['heldout_sur']:.4f} | {ra['verdict']} | "
+              f"{rb['test_ce']:.4f} | {rb['test_sur']:.4f} | {ra['test_sur']:.4f} | {ra.get('test_verdict')} |")
 
 
 if __name__ == "__main__":
