@@ -180,7 +180,8 @@ class Verdict:
         head = {"beats": f"it ranks {self.basis} better than {baseline}"
                 + ("" if self.basis == REAL else "; no real outputs were measured, so a trained model's batches are "
                    "unjudged: learn with outputs="),
-                "ties": f"no better than {baseline} on {self.basis}",
+                "ties": f"not shown to rank {self.basis} differently from {baseline}; more held-out batches may "
+                        "decide",
                 "loses": f"do not use it: {baseline} ranks {self.basis} better",
                 "unknown": "undefined (a constant loss or metric)"}[self.outcome]
         out = [f"Verdict: **{self.outcome}** ({head})."]
