@@ -1,6 +1,6 @@
 """metricloss: turn any evaluation metric into a loss a network can train with."""
 
-from . import anchored, metrics, nonparametric, objectives, ranking, tasks, uniloss
+from . import anchored, metrics, nonparametric, objectives, ranking, tasks, uniloss, verdict
 from ._version import __version__
 from .combine import CombinedLoss, combine
 from .io import load
@@ -10,6 +10,7 @@ from .recording import OutputRecorder
 from .report import Report
 from .surrogate import MetricLoss, Surrogate
 from .uniloss import UniLoss, build_uniloss
+from .verdict import Verdict, WeakSurrogateWarning
 from .zoo import pretrained
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "Report",
     "Surrogate",
     "UniLoss",
+    "Verdict",
+    "WeakSurrogateWarning",
     "__version__",
     "anchored",
     "build_uniloss",
@@ -34,4 +37,5 @@ __all__ = [
     "ranking",
     "tasks",
     "uniloss",
+    "verdict",
 ]

@@ -171,6 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
              rep.baseline_gradient_agreement), ("surrogate", rep.spearman, rep.kendall, rep.gradient_agreement))
     for name, spearman, kendall, gradient in rows:
         print(f"| {name} | {spearman:.4f} | {kendall:.4f} | {gradient:.4f} |")
+    print("\n" + "\n".join(rep.verdict.lines(task.baseline_name)))
     if loss.report is not None:
         print("\nStored report card:\n")
         print(loss.report.to_markdown())

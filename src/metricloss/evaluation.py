@@ -20,6 +20,7 @@ from . import ranking
 from .metrics.base import BatchMetric
 from .report import Report
 from .tasks.base import Task
+from .verdict import GRADIENT_BATCHES, RANDOM, REAL, Verdict, compare_gradients, judge
 
 __all__ = [
     "agreement", "directional_correlation", "gradient_agreement", "measure", "metric_changes", "stack_batches",
@@ -199,6 +200,8 @@ def measure(
     sigma: float = 0.5,
     seed: int = 0,
     started: float | None = None,
+    real_outputs: bool = False,
+    random_check: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     **fields: Any,
 ) -> Report:
     r"""Measure ``loss`` against ``metric`` on the held-out batches, beside the task's baseline loss on the same ones.
@@ -222,6 +225,12 @@ def measure(
         directions, sigma, seed: the gradient probe's settings.
         started: a ``time.perf_counter()`` value; ``learn_seconds`` is then the time from it to the end of
             the measurement.
+        real_outputs: the held-out batches are real model outputs (else random batches): the report's
+            :class:`~metricloss.verdict.Verdict` is decided on them.
+        random_check: other, random ``(pred, target, oriented metric values)`` batches on which the verdict also
+            compares the two losses when the held-out batches are real outputs
+            (:func:`~metricloss.verdict.random_check`). The verdict's gradient comparison uses the first
+            :data:`~metricloss.verdict.GRADIENT_BATCHES` held-out batches.
         **fields: the other :class:`~metricloss.report.Report` fields (``settings``, ``steps``, ``history``,
             ``metric_seconds`` spent before, ...).
 
@@ -247,8 +256,8 @@ def measure(
     values = metric.oriented(metric.evaluate(pred, target)) if metric_values is None else metric_values
     metric_seconds += time.perf_counter() - t0
     with torch.no_grad():
-        ours = agreement(losses_of(pred, target), values, True)
-        base = agreement(task.baseline(pred, target), values, True)
+        ours_losses, base_losses = losses_of(pred, target), task.baseline(pred, target)
+        ours, base = agreement(ours_losses, values, True), agreement(base_losses, values, True)
     if gradient_batches != 0:
         t0 = time.perf_counter()
         probe_p, probe_t = (pred, target) if gradient_batches is None else (pred[:gradient_batches],
@@ -260,8 +269,26 @@ def measure(
                                                           **probe)
         fields["baseline_gradient_agreement"] = gradient_agreement(task.baseline, metric, probe_p, probe_t, **probe)
         metric_seconds += time.perf_counter() - t0
+    fields["verdict"] = _verdict(losses_of, task, heldout, (ours_losses, base_losses, values), real_outputs,
+                                 random_check if real_outputs else None, gradient_dtype, seed)
     if started is not None:
         fields["learn_seconds"] = time.perf_counter() - started
     return Report.from_agreement(task, metric, method, ours, base, validation=validation,
                                  n_validation_batches=int(pred.shape[0]), batch_size=int(pred.shape[1]),
                                  metric_seconds=metric_seconds, **fields)
+
+
+def _verdict(losses_of: StackedLoss, task: Task, heldout: tuple[torch.Tensor, torch.Tensor],
+             measured: tuple[torch.Tensor, torch.Tensor, torch.Tensor], real: bool,
+             check: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, dtype: torch.dtype | None,
+             seed: int) -> Verdict:
+    """:func:`measure`'s verdict (:mod:`metricloss.verdict`): the rankings it measured, those on the random check
+    ``(pred, target, oriented metric values)``, and the gradients on the first held-out batches."""
+    pred, target = (x[:GRADIENT_BATCHES] for x in heldout)
+    gradient = compare_gradients(losses_of, task.baseline, pred if dtype is None else pred.to(dtype), target,
+                                 REAL if real else RANDOM)
+    random_losses = None
+    if check is not None:
+        with torch.no_grad():
+            random_losses = (losses_of(check[0], check[1]), task.baseline(check[0], check[1]), check[2])
+    return judge(*measured, real=real, random_check=random_losses, gradient=gradient, seed=seed)

@@ -32,6 +32,7 @@ from .learning.trainer import Checkpointing, DistributedTrainer, Trainer
 from .metrics.base import BatchMetric, as_metric
 from .surrogate import Surrogate
 from .tasks.base import Task, get_task
+from .verdict import GRADIENT_BATCHES, random_check, warn_if_weak
 
 if TYPE_CHECKING:
     from .nonparametric import NonParametricLoss
@@ -137,7 +138,13 @@ def learn(
             :mod:`metricloss.learning.shapes`.
 
     Returns:
-        A frozen :class:`~metricloss.Surrogate` with its :class:`~metricloss.report.Report`.
+        A frozen :class:`~metricloss.Surrogate` with its :class:`~metricloss.report.Report`, whose ``verdict`` says
+        whether it beats the baseline loss on the held-out real outputs and on random batches
+        (:mod:`metricloss.verdict`).
+
+    Warns:
+        WeakSurrogateWarning: learned with ``outputs``, the surrogate does not beat the baseline on the held-out real
+            outputs (:class:`~metricloss.verdict.WeakSurrogateWarning`).
 
     Example:
         >>> import metricloss as ml
@@ -169,6 +176,8 @@ def learn(
     clock = SharedMetric(met, distributed=settings.distributed, workers=settings.metric_workers)
     try:
         batches = prepare_batches(task_obj, clock, settings, outputs, gen)
+        check = None if batches.model is None else random_check(  # the verdict's random batches, beside real outputs
+            task_obj, clock, min(GRADIENT_BATCHES, settings.validation_batches), settings.batch_size, settings.seed)
     finally:
         clock.close()
     if init is not None:
@@ -194,8 +203,10 @@ def learn(
         method=settings.report_method, validation=batches.validation,
         gradient_batches=settings.gradient_probe, gradient_loss=sur.net, sigma=settings.sigma, seed=settings.seed,
         started=t_start, settings=report_settings, steps=trainer.steps, best_step=trainer.stopping.best_step,
-        metric_seconds=clock.seconds, history=trainer.stopping.history,
+        metric_seconds=clock.seconds, history=trainer.stopping.history, real_outputs=batches.model is not None,
+        random_check=check,
     )
+    warn_if_weak(sur.report.verdict, task_obj.baseline_name)
     return sur
 
 

@@ -22,6 +22,7 @@ from .._checks import check_int
 from ..evaluation import agreement, stack_batches
 from ..metrics.base import BatchMetric
 from ..tasks.base import Task
+from .regimes import trained_regime
 from .settings import LearnSettings
 
 __all__ = [
@@ -159,7 +160,8 @@ def prepare_batches(
     outputs: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
     generator: torch.Generator,
 ) -> LearningBatches:
-    """Draw the G_R pool (with model outputs, half of it relabels G_M predictions), split G_M into learning and
+    """Draw the G_R pool (with model outputs, half of it is the trained-model regime made from the G_M learning batches:
+    :func:`~metricloss.learning.regimes.trained_regime`), split G_M into learning and
     held-out batches (without, the held-out batches are fresh G_R batches), and compute every metric value once."""
     learning = heldout = None
     if outputs is not None:
@@ -177,7 +179,7 @@ def prepare_batches(
     if learning is not None:
         relabelled = n_pool // 2
         src = torch.randint(0, learning[0].shape[0], (relabelled,), generator=generator)
-        r_pred[:relabelled], r_target[:relabelled] = task.relabel(learning[0][src], learning[1][src], generator)
+        r_pred[:relabelled], r_target[:relabelled] = trained_regime(task, learning[0][src], learning[1][src], generator)
     if heldout is None:
         heldout = task.random_batches(settings.validation_batches, settings.batch_size, generator)
 
