@@ -130,7 +130,7 @@ T = O.OrdinalTask(K)
     (np.zeros((2, K)), torch.tensor([0, 1]), False, TypeError, "`pred` must be a torch.Tensor"),
     (torch.zeros(2, K, dtype=torch.long), torch.tensor([0, 1]), False, TypeError, "`pred` must be a floating-point"),
     (torch.randn(2, K), torch.tensor([0.0, 1.0]), False, TypeError, "`target` must be an integer tensor"),
-    (torch.randn(2, K + 1), torch.tensor([0, 1]), False, ValueError, f"K = num_classes = {K}"),
+    (torch.randn(2, 1), torch.tensor([0, 0]), False, ValueError, r"K >= 2 classes, got \(2, 1\)"),
     (torch.randn(2, K), torch.tensor([0, 1, 2]), False, ValueError, r"`target` must have shape \(2,\)"),
     (torch.randn(2, K), torch.tensor([0, K]), False, ValueError, "outside"),
     (torch.randn(2, K), torch.tensor([-1, 0]), False, ValueError, "outside"),
