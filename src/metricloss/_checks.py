@@ -118,10 +118,10 @@ def check_tied_classes(size: int, num_classes: int, *, letter: str = "C", tied_t
 
     Example:
         >>> check_tied_classes(10, 10)
-        >>> check_tied_classes(100, 10, tied_to="LS-ED's class embedding")
+        >>> check_tied_classes(100, 10, tied_to="LS-ED's class embedding")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: `pred` has C = 100 classes, but LS-ED's class embedding is tied to C = num_classes = 10; for C = 100 learn one with `num_classes=100`, or use a size-agnostic surrogate (the per-sample net, `net={'kind': 'mlp'}`, or `ml.pretrained('classification-accuracy')`)
+        ValueError: `pred` has C = 100 classes, but LS-ED's class embedding is tied to C = num_classes = 10; ...
     """
     if size != num_classes:
         raise ValueError(
@@ -162,7 +162,8 @@ def check_class_batch(
 ) -> None:
     """Logits ``(B, C)`` (or a stack ``(N, B, C)``) and integer class indices ``(B,)`` in ``[0, C)``.
 
-    ``num_classes=None`` (a size-agnostic surrogate): any ``C >= 2``. An integer: ``C`` must equal it, and the error
+    Logits must be finite, but a stack may mark absent classes with ``-inf`` (G_R's padding,
+    :class:`~metricloss.tasks.base.ClassIndexTask`). ``num_classes=None`` (a size-agnostic surrogate): any ``C >= 2``. An integer: ``C`` must equal it, and the error
     says what would serve another ``C`` (:func:`check_tied_classes`; ``tied_to`` names what ties the surrogate to
     that size).
 
@@ -193,7 +194,10 @@ def check_class_batch(
     # One reduction pass instead of an elementwise mask: a sum is finite when every element is (an overflow of
     # huge finite values to inf falls through to the exact check, which then passes).
     if not bool(torch.isfinite(pred.sum())):
-        check_finite(pred, "pred")
+        if stacked:  # stacks may hold absent classes (-inf), as G_R pads batches of fewer classes
+            check_finite(pred.masked_fill(pred == float("-inf"), 0.0), "pred")
+        else:
+            check_finite(pred, "pred")
     if not target.numel():
         return
     low, high = torch.stack(torch.aminmax(target)).tolist()

@@ -68,8 +68,8 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
     :math:`p_y - \max_{c \ne y} p_c`. The best other class is found without autograd (its index), and the
     probabilities of the target and of that class are gathered from one log-softmax, so a forward+backward pass costs
     about one cross-entropy plus one max over the logits: this is what keeps the surrogate's cost near
-    cross-entropy's at ``C = 1000``. Classes with logit ``-inf`` (absent: :class:`~metricloss.tasks.base.ClassIndexTask`)
-    get probability 0.
+    cross-entropy's at ``C = 1000``. Classes with logit ``-inf`` (absent classes of
+    :class:`~metricloss.tasks.base.ClassIndexTask`) get probability 0.
 
     Example:
         >>> z = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])

@@ -11,8 +11,9 @@ target :math:`y_b`, every sample gets features that know which classes are near 
           \frac{\mathbb E_q[k]}{K-1}\Big),
 
 and ``features`` can add the same quantities under :math:`p` (``expected_error``, ``near``, ``expected``), the
-target probability :math:`p_{y_b}` and the masses :math:`P_p(k < y_b)`, :math:`P_p(k > y_b)`. ELU MLPs map them to
-the loss, pooled over the batch in one of two ways:
+target probability :math:`p_{y_b}`, the masses :math:`P_p(k < y_b)`, :math:`P_p(k > y_b)` and ``span``
+:math:`\log(K - 1)`, which lets one net rank batches of different ``K`` by an error counted in classes (MAE). ELU
+MLPs map them to the loss, pooled over the batch in one of two ways:
 
 - ``pool="mean"`` (decomposable, as MAE and within-one accuracy are per-sample means):
   :math:`L = \frac1B\sum_b \mathrm{MLP}(f_b)`;
@@ -65,7 +66,7 @@ from .base import ClassIndexTask, register_task
 __all__ = ["OrdinalNet", "OrdinalTask", "ordinal_features"]
 
 FEATURES = ("expected_error", "target_prob", "below", "above", "near", "expected", "target",
-            "sharp_error", "sharp_near", "sharp_expected")
+            "sharp_error", "sharp_near", "sharp_expected", "span")
 #: The default: only features that do not change with the logit scale, as the metrics do not.
 DEFAULT_FEATURES = ("target", "sharp_error", "sharp_near", "sharp_expected")
 #: Floor of the logits' spread in the ``sharp_*`` features (surrogates saved before it was stored in their config
@@ -130,6 +131,8 @@ def ordinal_features(logits: torch.Tensor, target: torch.Tensor, features: tuple
             out.append((q * (offset.abs() <= 1)).sum(-1))
         elif name == "sharp_expected":
             out.append(sharp_expected / norm)
+        elif name == "span":
+            out.append(norm.log().expand_as(y))
     return torch.stack(out, dim=-1)
 
 
