@@ -163,9 +163,9 @@ def check_class_batch(
     """Logits ``(B, C)`` (or a stack ``(N, B, C)``) and integer class indices ``(B,)`` in ``[0, C)``.
 
     Logits must be finite, but a stack may mark absent classes with ``-inf`` (G_R's padding,
-    :class:`~metricloss.tasks.base.ClassIndexTask`). ``num_classes=None`` (a size-agnostic surrogate): any ``C >= 2``. An integer: ``C`` must equal it, and the error
-    says what would serve another ``C`` (:func:`check_tied_classes`; ``tied_to`` names what ties the surrogate to
-    that size).
+    :class:`~metricloss.tasks.base.ClassIndexTask`). ``num_classes=None`` (a size-agnostic surrogate): any
+    ``C >= 2``. An integer: ``C`` must equal it, and the error says what would serve another ``C``
+    (:func:`check_tied_classes`; ``tied_to`` names what ties the surrogate to that size).
 
     Example:
         >>> import torch
