@@ -110,16 +110,19 @@ t0 = time.perf_counter()
 sur = ml.learn({metric!r}, task={task!r}, num_classes={num_classes}, seed=0, progress=False, **{extra!r})
 seconds = time.perf_counter() - t0
 r = sur.report
-print(json.dumps({{"seconds": seconds, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                  "spearman": r.spearman, "baseline_spearman": r.baseline_spearman, "steps": r.steps,
-                  "best_step": r.best_step, "validation": r.validation, "n_validation": r.n_validation_batches}}))
+use = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({{"seconds": seconds, "cpu_seconds": use.ru_utime + use.ru_stime,
+                  "peak_rss_gib": use.ru_maxrss / 2**20, "spearman": r.spearman,
+                  "baseline_spearman": r.baseline_spearman, "steps": r.steps, "best_step": r.best_step,
+                  "validation": r.validation, "n_validation": r.n_validation_batches}}))
 """
 
 
 def learn_run(metric: str = "accuracy", num_classes: int = 1000, task: str = "classification", threads: int = 2,
               **extra: object) -> dict:
     """``ml.learn(metric, task=task, num_classes=num_classes, seed=0, **extra)`` in a child process with ``threads``
-    torch threads: wall seconds, peak RSS (GiB) and the report's held-out Spearman beside the baseline's."""
+    torch threads: wall and CPU seconds (the child's, import included), peak RSS (GiB) and the report's held-out
+    Spearman beside the baseline's."""
     code = _CHILD.format(threads=threads, metric=metric, task=task, num_classes=num_classes, extra=extra)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -134,6 +137,7 @@ def main() -> None:
     parser.add_argument("--metric", default="accuracy")
     parser.add_argument("--task", default="classification")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (speed: 1, so CPU time is the op's)")
+    parser.add_argument("--steps", type=int, default=None, help="learn: cap the steps (default: learn's default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_line())
@@ -144,7 +148,8 @@ def main() -> None:
             print(f"| {r['surrogate']} | {r['B']} | {r['C']} | {r['ce_ms']:.3f} | {r['ms']:.3f} | {r['ratio']:.1f} "
                   f"| {r['ms_unchecked']:.3f} | {r['ratio_unchecked']:.1f} |")
     else:
-        r = learn_run(args.metric, args.num_classes, args.task, args.threads)
+        extra = {} if args.steps is None else {"steps": args.steps}
+        r = learn_run(args.metric, args.num_classes, args.task, args.threads, **extra)
         print(json.dumps(r, indent=1))
     print(machine_line())
 
