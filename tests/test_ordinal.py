@@ -210,6 +210,7 @@ def test_features_match_a_naive_loop():
                 ((p * ks).sum() - y) / (K - 1), p[y], p[:y].sum(), p[y + 1:].sum(),
                 p[max(y - 1, 0): y + 2].sum(), (p * ks).sum() / (K - 1), y / (K - 1),
                 ((q * ks).sum() - y) / (K - 1), q[max(y - 1, 0): y + 2].sum(), (q * ks).sum() / (K - 1),
+                np.log(K - 1),
             ]
             torch.testing.assert_close(got[n, b], torch.tensor(want, dtype=torch.float64))
 
