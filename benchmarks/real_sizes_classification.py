@@ -5,6 +5,7 @@ Functions for ``benchmarks/real_sizes.py`` (which prints the issue-13 table) and
 
     .venv/bin/python benchmarks/real_sizes_classification.py speed            # forward+backward, C = 2 .. 1000
     .venv/bin/python benchmarks/real_sizes_classification.py learn --num-classes 1000
+    .venv/bin/python benchmarks/real_sizes_classification.py step --num-classes 1000  # one learning step, CPU-s
 
 ``learn`` runs :func:`metricloss.learn` in a child process, so its peak RSS (``ru_maxrss`` of the child) is that
 run's alone. Every table starts with the machine line (CPU count, threads, load average): timings on a shared
@@ -26,13 +27,14 @@ import torch.nn.functional as F
 
 import metricloss as ml
 from metricloss.evaluation import agreement
+from metricloss.objectives import gradient_penalty, rank_objective
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.real_sizes_classification
     from common import machine_line
 except ImportError:  # pragma: no cover
     from benchmarks.common import machine_line
 
-__all__ = ["forward_backward_ms", "learn_run", "speed_rows", "transfer_rows"]
+__all__ = ["forward_backward_ms", "learn_run", "speed_rows", "step_cpu_seconds", "transfer_rows"]
 
 
 def _time_ms(fn: Callable[[], None], repeats: int, clock: Callable[[], float] = time.process_time) -> float:
@@ -102,6 +104,30 @@ def transfer_rows(sur: ml.Surrogate, metric: str, sizes: tuple[int, ...], n: int
     return rows
 
 
+def step_cpu_seconds(num_classes: int = 1000, batches: int = 128, batch_size: int = 128, steps: int = 5,
+                     seed: int = 0) -> float:
+    """CPU seconds of one learning step of the default classification net for accuracy, as the trainer takes it
+    (soft Spearman over ``batches`` G_R batches + gradient penalty, Adam), median of ``steps`` after two warm-up steps.
+    Uses only API the starting commit has too, so ``PYTHONPATH=<other checkout>/src`` measures that version."""
+    task = ml.tasks.get_task("classification", num_classes=num_classes)
+    pred, target = task.random_batches(batches, batch_size, torch.Generator().manual_seed(seed))
+    values = task.metrics["accuracy"].evaluate(pred, target).float()
+    torch.manual_seed(seed)
+    net = task.build_net(**task.default_net_config())
+    opt = torch.optim.Adam(net.parameters(), 0.01)
+
+    def step() -> None:
+        p = pred.clone().requires_grad_(True)
+        losses = net(p, target)
+        (grads,) = torch.autograd.grad(losses.sum(), p, create_graph=True)
+        obj = rank_objective(losses, values) + 10.0 * gradient_penalty(grads)
+        opt.zero_grad()
+        obj.backward()
+        opt.step()
+
+    return _time_ms(step, steps) / 1e3
+
+
 _CHILD = """
 import json, resource, sys, time, torch
 import metricloss as ml
@@ -132,7 +158,7 @@ def learn_run(metric: str = "accuracy", num_classes: int = 1000, task: str = "cl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("speed", "learn"))
+    parser.add_argument("what", choices=("speed", "learn", "step"))
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--metric", default="accuracy")
     parser.add_argument("--task", default="classification")
@@ -147,6 +173,9 @@ def main() -> None:
         for r in speed_rows():
             print(f"| {r['surrogate']} | {r['B']} | {r['C']} | {r['ce_ms']:.3f} | {r['ms']:.3f} | {r['ratio']:.1f} "
                   f"| {r['ms_unchecked']:.3f} | {r['ratio_unchecked']:.1f} |")
+    elif args.what == "step":
+        print(f"one learning step, C = {args.num_classes}, N = 128 x B = 128: "
+              f"{step_cpu_seconds(args.num_classes):.3f} CPU-s")
     else:
         extra = {} if args.steps is None else {"steps": args.steps}
         r = learn_run(args.metric, args.num_classes, args.task, args.threads, **extra)
