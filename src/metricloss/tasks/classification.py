@@ -237,7 +237,9 @@ class ClassificationTask(ClassIndexTask):
         self, n: int, batch_size: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """G_R: a share :attr:`imbalanced_share` of the batches imbalanced, the rest from the authors' regime (see the
-        module docstring)."""
+        module docstring). With a range of ``num_classes``, the authors' regime draws each batch's C from it (absent
+        classes padded with ``-inf``, :class:`~metricloss.tasks.base.ClassIndexTask`); the imbalanced regime draws
+        at the largest C."""
         if self.imbalanced_share == 0:
             return self._uniform_batches(n, batch_size, generator)
         pick = torch.rand(n, generator=generator) < self.imbalanced_share
