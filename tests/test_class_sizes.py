@@ -184,7 +184,7 @@ def test_padded_batches_have_the_values_of_unpadded_ones(family, metrics):
         assert float(base) == pytest.approx(float(F.cross_entropy(small_pred, small_target)), abs=1e-5)
 
 
-def test_learn_with_a_range_of_classes():
+def test_learn_with_a_range_of_classes(tmp_path):
     sur = ml.learn("accuracy", num_classes=(2, 30), steps=10, batches_per_step=16, batch_size=32, pool_size=64,
                    validation_batches=32, eval_every=5, gradient_probe=0, progress=False, seed=0)
     assert sur.report.task_config == {"num_classes": [2, 30]}
@@ -192,6 +192,11 @@ def test_learn_with_a_range_of_classes():
         logits = torch.randn(16, c, requires_grad=True)
         sur(logits, torch.randint(0, c, (16,))).backward()
         assert bool(torch.isfinite(logits.grad).all())
+    sur.save(tmp_path / "range.safetensors")
+    back = ml.load(tmp_path / "range.safetensors")
+    assert back.task.config() == {"num_classes": [2, 30]} and (back.task.min_classes, back.task.num_classes) == (2, 30)
+    logits, target = torch.randn(8, 77), torch.randint(0, 77, (8,))
+    assert torch.equal(back(logits, target), sur(logits, target))
 
 
 def test_stacks_may_mark_absent_classes_but_batches_and_nan_are_refused():
