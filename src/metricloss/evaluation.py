@@ -6,10 +6,15 @@
 - :func:`measure`: both, for a loss and the task's baseline on the same held-out batches, as a
   :class:`~metricloss.report.Report`. Every builder (``learn``, UniLoss, the non-parametric surrogate) and
   ``metricloss evaluate`` measure through it.
+
+Every measurement runs in chunks of batches sized by bytes against a memory budget (:mod:`metricloss._memory`), so
+nothing it allocates at once exceeds the budget's chunk share, whatever the batch's size; the numbers do not depend
+on the chunking.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,6 +22,7 @@ from typing import Any
 import torch
 
 from . import ranking
+from ._memory import PROBE_COPIES, PROBE_EXTRA, chunk_count, parse_budget
 from .metrics.base import BatchMetric
 from .report import Report
 from .tasks.base import Task
@@ -26,6 +32,9 @@ __all__ = [
 ]
 
 StackedLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: Copies of a batch's predictions a loss or metric is assumed to hold while it runs on a stack (its softmax, its
+#: features): the chunks :func:`measure` evaluates losses and metric values in are sized by it.
+FORWARD_COPIES = 4
 
 
 def agreement(losses: torch.Tensor, metric_values: torch.Tensor, higher_is_better: bool) -> dict[str, float]:
@@ -147,6 +156,7 @@ def gradient_agreement(
     sigma: float = 0.5,
     seed: int = 0,
     chunk: int = 64,
+    memory_budget: int | float | str | None = None,
 ) -> float:
     r"""How well a loss's gradient points where the metric improves, averaged over batches.
 
@@ -160,8 +170,13 @@ def gradient_agreement(
             baseline, or any per-batch loss).
         metric: a :class:`~metricloss.metrics.base.BatchMetric`.
         directions, sigma: number of random directions and their length relative to the batch's std.
+        chunk, memory_budget: batches probed at once: at most ``chunk``, and as many as fit in the budget's chunk
+            share with their ``directions`` perturbed copies (``None``: the default budget, 2 GiB). The directions
+            are drawn from one stream in batch order, so the result does not depend on the chunking.
     """
     gen = torch.Generator().manual_seed(seed)
+    if pred.shape[0]:
+        chunk = _probe_chunk(pred, directions, chunk, parse_budget(memory_budget))
     corrs = []
     for p, t in zip(pred.split(chunk), target.split(chunk), strict=True):
         deltas, changes = metric_changes(metric, p, t, directions, sigma, gen)
@@ -174,6 +189,17 @@ def gradient_agreement(
     return float(valid.mean()) if valid.numel() else float("nan")
 
 
+def _probe_chunk(pred: torch.Tensor, directions: int, most: int, budget: int) -> int:
+    """Batches per chunk of the gradient probe: as many as fit in the budget's chunk share (at most ``most``), and a
+    multiple of the batches whose directions fill whole blocks of 16 normal draws: torch's CPU generator draws normal
+    numbers in blocks of 16, so chunks that start on a block boundary draw exactly the numbers one unchunked call
+    would (the probe's result does not depend on the budget or on ``chunk``)."""
+    per_batch = directions * pred[0].numel()
+    step = 16 // math.gcd(16, per_batch)
+    n = chunk_count(pred[0].nbytes, budget, most, PROBE_COPIES * directions + PROBE_EXTRA)
+    return n if n >= pred.shape[0] else max(step, n - n % step)
+
+
 def _stacked(loss: Any) -> StackedLoss:
     """The per-batch loss of a stack: ``loss.batch_losses`` for the library's losses, else ``loss`` itself."""
     fn = getattr(loss, "batch_losses", None)
@@ -181,6 +207,14 @@ def _stacked(loss: Any) -> StackedLoss:
         raise TypeError(
             f"`loss` must be a metricloss loss or a callable on stacks of batches, got {type(loss).__name__}")
     return fn if fn is not None else loss
+
+
+def _chunked(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], pred: torch.Tensor, target: torch.Tensor,
+             chunk: int) -> torch.Tensor:
+    """``fn`` on a stack, ``chunk`` batches at a time (one call when the stack fits)."""
+    if pred.shape[0] <= chunk:
+        return fn(pred, target)
+    return torch.cat([fn(p, t) for p, t in zip(pred.split(chunk), target.split(chunk), strict=True)])
 
 
 def measure(
@@ -199,6 +233,7 @@ def measure(
     sigma: float = 0.5,
     seed: int = 0,
     started: float | None = None,
+    memory_budget: int | float | str | None = None,
     **fields: Any,
 ) -> Report:
     r"""Measure ``loss`` against ``metric`` on the held-out batches, beside the task's baseline loss on the same ones.
@@ -222,6 +257,9 @@ def measure(
         directions, sigma, seed: the gradient probe's settings.
         started: a ``time.perf_counter()`` value; ``learn_seconds`` is then the time from it to the end of
             the measurement.
+        memory_budget: bytes (or ``"2GiB"``; ``None``: 2 GiB) the chunks of the measurement are sized by: the
+            losses, the baseline and the metric run on as many batches at once as fit in an eighth of it, the
+            gradient probe likewise with its perturbed copies (:func:`gradient_agreement`).
         **fields: the other :class:`~metricloss.report.Report` fields (``settings``, ``steps``, ``history``,
             ``metric_seconds`` spent before, ...).
 
@@ -242,20 +280,23 @@ def measure(
     """
     pred, target = heldout
     losses_of = _stacked(loss)
+    budget = parse_budget(memory_budget)
+    chunk = chunk_count(pred[0].nbytes + target[0].nbytes, budget, pred.shape[0], FORWARD_COPIES)
     metric_seconds = float(fields.pop("metric_seconds", 0.0))
     t0 = time.perf_counter()
-    values = metric.oriented(metric.evaluate(pred, target)) if metric_values is None else metric_values
+    if metric_values is None:
+        metric_values = metric.oriented(_chunked(metric.evaluate, pred, target, chunk))
     metric_seconds += time.perf_counter() - t0
     with torch.no_grad():
-        ours = agreement(losses_of(pred, target), values, True)
-        base = agreement(task.baseline(pred, target), values, True)
+        ours = agreement(_chunked(losses_of, pred, target, chunk), metric_values, True)
+        base = agreement(_chunked(task.baseline, pred, target, chunk), metric_values, True)
     if gradient_batches != 0:
         t0 = time.perf_counter()
         probe_p, probe_t = (pred, target) if gradient_batches is None else (pred[:gradient_batches],
                                                                             target[:gradient_batches])
         if gradient_dtype is not None:
             probe_p = probe_p.to(gradient_dtype)
-        probe = {"directions": directions, "sigma": sigma, "seed": seed}
+        probe = {"directions": directions, "sigma": sigma, "seed": seed, "memory_budget": budget}
         fields["gradient_agreement"] = gradient_agreement(gradient_loss or losses_of, metric, probe_p, probe_t,
                                                           **probe)
         fields["baseline_gradient_agreement"] = gradient_agreement(task.baseline, metric, probe_p, probe_t, **probe)

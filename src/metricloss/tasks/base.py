@@ -84,6 +84,17 @@ class Task(ABC):
         """Optional G_R variant on real model outputs; by default the batches are returned unchanged."""
         return pred, target
 
+    def batch_nbytes(self, batch_size: int) -> int:
+        """Bytes one stored batch of ``batch_size`` takes (its ``pred`` and ``target``): what pools, held-out sets
+        and measurement chunks are sized by against the memory budget (:mod:`metricloss._memory`).
+
+        By default measured on one batch drawn from G_R (a fixed seed, so the answer is stable); a family whose
+        batches differ in size (lengths drawn from a range) or that stores them compactly overrides it with the
+        largest a stored batch can take.
+        """
+        pred, target = self.random_batches(1, check_int(batch_size, "batch_size", 1), torch.Generator().manual_seed(0))
+        return int(pred.nbytes + target.nbytes)
+
 
 class ClassIndexTask(Task):
     """The shared half of the families whose predictions are logits ``(B, C)`` over ``C = num_classes`` classes and
