@@ -206,3 +206,24 @@ def test_cli_evaluate_fresh_batches_fit_the_budget(tmp_path, capsys):
     assert "note: 10 of the 100 batches asked for fit" in out and "10 batches of 16 (random batches (G_R)" in out
     assert cli.main(["evaluate", str(path), "--memory-budget", "lots"]) == 2
     assert "`--memory-budget` must be a number of bytes" in capsys.readouterr().err
+
+
+def test_a_batch_too_large_for_the_budget_is_probed_a_group_of_directions_at_a_time(monkeypatch):
+    task = get_task("classification", num_classes=8)
+    met = as_metric("accuracy", None, task.metrics)
+    pred, target = task.random_batches(6, 16, torch.Generator().manual_seed(0))
+    with ml._rng.private_rng(0):
+        net = task.build_net(**task.default_net_config())
+    unchunked = gradient_agreement(net, met, pred, target, directions=16)
+    evaluation = importlib.import_module("metricloss.evaluation")
+    groups, original = [], evaluation.metric_changes
+
+    def recording(metric, p, t, directions, sigma, gen):
+        groups.append((p.shape[0], directions))
+        return original(metric, p, t, directions, sigma, gen)
+
+    monkeypatch.setattr(evaluation, "metric_changes", recording)
+    budget = int(pred[0].nbytes * 24 / CHUNK_SHARE)  # room for 4 directions beside the batch's gradient and graph
+    grouped = gradient_agreement(net, met, pred, target, directions=16, memory_budget=budget)
+    assert groups == [(1, 4)] * 24  # each batch alone, 4 groups of 4 directions
+    assert grouped == pytest.approx(unchunked, abs=1e-6)

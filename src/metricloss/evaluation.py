@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from . import ranking
-from ._memory import PROBE_COPIES, PROBE_EXTRA, chunk_count, parse_budget
+from ._memory import CHUNK_SHARE, PROBE_COPIES, PROBE_EXTRA, chunk_count, parse_budget
 from .metrics.base import BatchMetric
 from .report import Report
 from .tasks.base import Task
@@ -133,7 +133,16 @@ def directional_correlation(grads: torch.Tensor, deltas: torch.Tensor, changes: 
     r"""Per batch, Pearson correlation over k between :math:`-\langle \nabla L_i, \delta_{ik}\rangle` and
     :math:`\Delta m_{ik}`; NaN for a batch whose metric did not move along any direction. Differentiable in
     ``grads``."""
-    d = -(grads.unsqueeze(1) * deltas).flatten(2).sum(-1)
+    return _correlation(_derivatives(grads, deltas), changes)
+
+
+def _derivatives(grads: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    r""":math:`-\langle \nabla L_i, \delta_{ik}\rangle`, ``(N, K)``."""
+    return -(grads.unsqueeze(1) * deltas).flatten(2).sum(-1)
+
+
+def _correlation(d: torch.Tensor, changes: torch.Tensor) -> torch.Tensor:
+    """Per row, Pearson correlation of ``d`` and ``changes`` (``(N, K)`` each); NaN where ``changes`` is constant."""
     d = d - d.mean(dim=1, keepdim=True)
     # Rescale both sides before squaring: tiny gradients underflowed in float32 (correlations far above 1),
     # and sqrt at 0 gave NaN gradients when the metric never moved. Correlation is scale-free.
@@ -175,10 +184,16 @@ def gradient_agreement(
             are drawn from one stream in batch order, so the result does not depend on the chunking.
     """
     gen = torch.Generator().manual_seed(seed)
+    group = directions
     if pred.shape[0]:
-        chunk = _probe_chunk(pred, directions, chunk, parse_budget(memory_budget))
+        budget = parse_budget(memory_budget)
+        group = _probe_group(pred, directions, budget)
+        chunk = _probe_chunk(pred, directions, chunk, budget) if group == directions else 1
     corrs = []
     for p, t in zip(pred.split(chunk), target.split(chunk), strict=True):
+        if group < directions:  # one batch, its directions a group at a time
+            corrs.append(_grouped_probe(loss_fn, metric, p, t, directions, group, sigma, gen))
+            continue
         deltas, changes = metric_changes(metric, p, t, directions, sigma, gen)
         x = p.detach().clone().requires_grad_(True)
         with torch.enable_grad():
@@ -198,6 +213,34 @@ def _probe_chunk(pred: torch.Tensor, directions: int, most: int, budget: int) ->
     step = 16 // math.gcd(16, per_batch)
     n = chunk_count(pred[0].nbytes, budget, most, PROBE_COPIES * directions + PROBE_EXTRA)
     return n if n >= pred.shape[0] else max(step, n - n % step)
+
+
+def _probe_group(pred: torch.Tensor, directions: int, budget: int) -> int:
+    """Directions probed at once when even one batch with all of them exceeds the chunk share: as many as fit beside
+    the batch's input, gradient and graph, a multiple of those filling whole blocks of 16 normal draws (the stream
+    is then the unchunked one when a batch's size is a multiple of 16)."""
+    room = CHUNK_SHARE * budget / max(pred[0].nbytes, 1) - PROBE_EXTRA
+    if room >= PROBE_COPIES * directions:
+        return directions
+    step = 16 // math.gcd(16, pred[0].numel())
+    fit = max(1, int(room // PROBE_COPIES))
+    return min(directions, max(step, fit - fit % step))
+
+
+def _grouped_probe(loss_fn: StackedLoss, metric: BatchMetric, p: torch.Tensor, t: torch.Tensor, directions: int,
+                   group: int, sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """The probe of a chunk of one batch, ``group`` directions at a time: the gradient once, then the directional
+    derivatives and metric changes of each group (the same numbers as all directions at once)."""
+    x = p.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (grads,) = torch.autograd.grad(loss_fn(x, t).sum(), x)
+    ds, cs = [], []
+    for start in range(0, directions, group):
+        deltas, changes = metric_changes(metric, p, t, min(group, directions - start), sigma, gen)
+        ds.append(_derivatives(grads, deltas))
+        cs.append(changes)
+        del deltas
+    return _correlation(torch.cat(ds, dim=1), torch.cat(cs, dim=1))
 
 
 def _stacked(loss: Any) -> StackedLoss:
