@@ -227,3 +227,10 @@ def test_a_batch_too_large_for_the_budget_is_probed_a_group_of_directions_at_a_t
     grouped = gradient_agreement(net, met, pred, target, directions=16, memory_budget=budget)
     assert groups == [(1, 4)] * 24  # each batch alone, 4 groups of 4 directions
     assert grouped == pytest.approx(unchunked, abs=1e-6)
+
+
+def test_a_step_larger_than_the_budget_is_warned_about():
+    nbytes = get_task("classification", num_classes=5).batch_nbytes(16)
+    settings = {**SMALL, "steps": 1, "batches_per_step": 16}
+    with pytest.warns(UserWarning, match=r"batches_per_step=16 .* more than `memory_budget`"):  # 16 > 10 batches
+        ml.learn("accuracy", num_classes=5, batch_size=16, memory_budget=10 * nbytes, **settings)

@@ -22,8 +22,8 @@ import torch
 
 from .._checks import check_int
 from .._memory import HELDOUT_SHARE as HELDOUT_BYTES_SHARE
-from .._memory import POOL_SHARE, fit_count, format_bytes
-from ..evaluation import agreement, stack_batches
+from .._memory import POOL_SHARE, chunk_count, fit_count, format_bytes, parse_budget
+from ..evaluation import FORWARD_COPIES, agreement, stack_batches
 from ..metrics.base import BatchMetric
 from ..tasks.base import Task
 from .settings import LearnSettings
@@ -152,6 +152,17 @@ def _split_outputs(outputs: Iterable, task: Task, settings: LearnSettings, gen: 
     return learning, heldout
 
 
+def _warn_step_size(settings: LearnSettings, batch_nbytes: int) -> None:
+    """Warn when one step's batches alone (drawn from the pool, outside the budget's shares) exceed the budget."""
+    step = settings.batches_per_step * batch_nbytes
+    if step > settings.memory_budget:
+        warnings.warn(
+            f"one learning step draws batches_per_step={settings.batches_per_step} batches of "
+            f"{format_bytes(batch_nbytes)} ({format_bytes(step)}, before the surrogate's activations), more than "
+            f"`memory_budget` ({format_bytes(settings.memory_budget)}): expect peak memory above the budget; lower "
+            "`batches_per_step` or `batch_size` to stay within it", UserWarning, stacklevel=4)
+
+
 def _stored_nbytes(pred: torch.Tensor, target: torch.Tensor) -> int:
     """Bytes of one batch of a stack."""
     return int(pred[0].nbytes + target[0].nbytes)
@@ -166,13 +177,15 @@ def _check_varies(metric: BatchMetric, name: str, values: torch.Tensor) -> None:
 
 
 def check_direction(task: Task, metric: BatchMetric, pred: torch.Tensor, target: torch.Tensor,
-                    values: torch.Tensor) -> float:
+                    values: torch.Tensor, budget: int | None = None) -> float:
     """Warn when ``metric``'s direction looks inverted: the baseline loss's Spearman against the oriented metric
-    ``values`` is below :data:`INVERTED_SPEARMAN` on (at most :data:`DIRECTION_BATCHES` of) the batches. Returns
-    that Spearman."""
+    ``values`` is below :data:`INVERTED_SPEARMAN` on (at most :data:`DIRECTION_BATCHES` of) the batches, the baseline
+    run in chunks sized by ``budget`` (bytes; ``None``: the default). Returns that Spearman."""
     n = min(DIRECTION_BATCHES, pred.shape[0])
+    chunk = chunk_count(pred[0].nbytes + target[0].nbytes, parse_budget(budget), n, FORWARD_COPIES)
     with torch.no_grad():
-        losses = task.baseline(pred[:n], target[:n])
+        losses = torch.cat([task.baseline(p, t) for p, t in zip(pred[:n].split(chunk), target[:n].split(chunk),
+                                                                strict=True)])
     rho = agreement(losses, values[:n], True)["spearman"]
     if rho < INVERTED_SPEARMAN:
         direction = "higher" if metric.higher_is_better else "lower"
@@ -216,11 +229,12 @@ def prepare_batches(
         n_val = heldout_count(settings.validation_batches, nbytes, settings.memory_budget)
         heldout = task.random_batches(n_val, settings.batch_size, generator)
 
+    _warn_step_size(settings, nbytes)
     r_values = metric(r_pred, r_target)
     model = (*learning, metric(*learning)) if learning is not None else None
     v_values = metric(*heldout)
     _check_varies(metric.metric, "random batches", r_values)
     _check_varies(metric.metric, "validation batches", v_values)
-    check_direction(task, metric.metric, r_pred, r_target, r_values)
+    check_direction(task, metric.metric, r_pred, r_target, r_values, settings.memory_budget)
     return LearningBatches((r_pred, r_target, r_values), model, (*heldout, v_values), p_random, validation,
                            relabelled)
