@@ -83,9 +83,12 @@ def _timing(sur, task, batch: int, repeats: int) -> dict:
     return {"timed_batch": list(pred.shape), "surrogate_ms": 1e3 * s, "baseline_ms": 1e3 * b, "ratio": s / b}
 
 
-def child(case: str, threads: int, repeats: int, steps: int | None) -> dict:
+def child(case: str, threads: int, repeats: int, steps: int | None, limit_gib: float | None) -> dict:
     """One case, in this process: learn (or load) and time; returns the row."""
     torch.set_num_threads(threads)
+    if limit_gib is not None:  # a shared machine: fail with MemoryError instead of taking everyone's memory
+        limit = int(limit_gib * 1024**3)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import metricloss as ml
 
     metric, task_name, shapes, batch = CASES[case]
@@ -107,9 +110,11 @@ def child(case: str, threads: int, repeats: int, steps: int | None) -> dict:
     return row
 
 
-def run_case(case: str, threads: int, repeats: int, timeout: float, steps: int | None) -> dict:
+def run_case(case: str, threads: int, repeats: int, timeout: float, steps: int | None,
+             limit_gib: float | None) -> dict:
     cmd = [sys.executable, __file__, "--child", case, "--threads", str(threads), "--repeats", str(repeats)]
     cmd += ["--steps", str(steps)] if steps is not None else []
+    cmd += ["--limit-gib", str(limit_gib)] if limit_gib is not None else []
     t0 = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -152,13 +157,16 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case before it counts as failed")
     parser.add_argument("--steps", type=int, default=None,
                         help="cap learning steps (a smoke run; default: the library's default, as the targets ask)")
+    parser.add_argument("--limit-gib", type=float, default=None,
+                        help="address-space limit per case (RLIMIT_AS), so a case that outgrows it fails alone")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.threads, args.repeats, args.steps)))
+        print(json.dumps(child(args.child, args.threads, args.repeats, args.steps, args.limit_gib)))
         return
-    rows = [run_case(c, args.threads, args.repeats, args.timeout, args.steps) for c in (args.case or list(CASES))]
+    rows = [run_case(c, args.threads, args.repeats, args.timeout, args.steps, args.limit_gib)
+            for c in (args.case or list(CASES))]
     if args.steps is not None:
         print(f"NOTE: learning capped at steps={args.steps} (a smoke run, not the default settings of the targets)")
     if args.json:
