@@ -4,7 +4,7 @@ from . import anchored, metrics, nonparametric, objectives, ranking, tasks, unil
 from ._version import __version__
 from .combine import CombinedLoss, combine
 from .io import load
-from .learn import learn
+from .learn import MeasurementError, learn
 from .nonparametric import NonParametricLoss, fit_nonparametric
 from .recording import OutputRecorder
 from .report import Report
@@ -15,6 +15,7 @@ from .zoo import pretrained
 
 __all__ = [
     "CombinedLoss",
+    "MeasurementError",
     "MetricLoss",
     "NonParametricLoss",
     "OutputRecorder",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_class_batch, check_size_range
+from .._checks import check_class_batch, check_int, check_size_range
 from ..metrics.base import Metric
 
 __all__ = ["TASKS", "ClassIndexTask", "Task", "get_task", "register_task"]
@@ -84,6 +84,17 @@ class Task(ABC):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Optional G_R variant on real model outputs; by default the batches are returned unchanged."""
         return pred, target
+
+    def batch_nbytes(self, batch_size: int) -> int:
+        """Bytes one stored batch of ``batch_size`` takes (its ``pred`` and ``target``): what pools, held-out sets
+        and measurement chunks are sized by against the memory budget (:mod:`metricloss._memory`).
+
+        By default measured on one batch drawn from G_R (a fixed seed, so the answer is stable); a family whose
+        batches differ in size (lengths drawn from a range) or that stores them compactly overrides it with the
+        largest a stored batch can take.
+        """
+        pred, target = self.random_batches(1, check_int(batch_size, "batch_size", 1), torch.Generator().manual_seed(0))
+        return int(pred.nbytes + target.nbytes)
 
 
 class ClassIndexTask(Task):
