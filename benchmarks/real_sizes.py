@@ -32,8 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py beside this file
-from common import machine_line
+from common import machine_line  # benchmarks/common.py: a script's folder is on sys.path when it runs
 
 #: case -> (metric, task, shape keywords, the batch forward + backward is timed on: its batch size)
 CASES = {

@@ -26,13 +26,9 @@ import torch
 import torch.nn.functional as F
 
 import metricloss as ml
+from common import machine_line  # benchmarks/common.py: a script's folder is on sys.path when it runs
 from metricloss.evaluation import agreement
 from metricloss.objectives import gradient_penalty, rank_objective
-
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.real_sizes_classification
-    from common import machine_line
-except ImportError:  # pragma: no cover
-    from benchmarks.common import machine_line
 
 __all__ = ["forward_backward_ms", "learn_run", "speed_rows", "step_cpu_seconds", "transfer_rows"]
 
