@@ -240,6 +240,12 @@ def issue_outputs(parts: dict, seeds=ISSUE_LEARN_SEEDS) -> list[tuple[torch.Tens
     return batches
 
 
+def issue_heldout(parts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out table's batches: test-part outputs of the run with seed :data:`ISSUE_HELDOUT_SEED`."""
+    parts = parts or issue_parts()
+    return issue_batches(issue_run(parts, ISSUE_HELDOUT_SEED)["test"], parts["test"][1], seed=2)
+
+
 def issue() -> None:
     parts = issue_parts()
     outputs = issue_outputs(parts)
@@ -256,7 +262,7 @@ def issue() -> None:
             surs[metric, net_name] = ml.learn(metric, num_classes=c, outputs=outputs, seed=0, progress=False, **given)
             print(f"learned {metric} / {net_name} net in {time.perf_counter() - t0:.1f} s "
                   f"({surs[metric, net_name].report.steps} steps)", file=sys.stderr)
-    pred, target = issue_batches(issue_run(parts, ISSUE_HELDOUT_SEED)["test"], parts["test"][1], seed=2)
+    pred, target = issue_heldout(parts)
     ce = ClassificationTask(c).baseline(pred, target)
     print(machine_line())
     print(f"\n{pred.shape[0]} held-out batches of 128: test-part outputs of an unseen CE run (seed "

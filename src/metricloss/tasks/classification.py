@@ -10,11 +10,12 @@ Two surrogate networks, both independent of ``C`` and ``B``:
 
   with :math:`\phi` the target-class probability :math:`p_{y}` (the paper's only input) and optionally the
   margin :math:`p_y - \max_{c \ne y} p_c`. It can only express metrics that are averages over samples.
-- :class:`BatchClassificationNet` (``net=BATCH_NET``, ``kind="batch"``): that per-sample term plus a term that
-  reads the batch's *soft confusion matrix*, so it can express macro F1, balanced accuracy, Cohen's kappa and MCC
-  (see its docstring). ``learn`` uses it by default for those metrics (:data:`CLASS_AVERAGED`, by built-in name
-  or torchmetrics class); for accuracy and top-k it made the surrogates worse (top-5 held-out Spearman -0.07; the
-  demo's digits CE + surrogate 0.938 instead of 0.959; ``docs/results.md``), so they keep the per-sample net.
+- :class:`BatchClassificationNet` (``net=BATCH_NET``, ``kind="batch"``): a term that reads the batch's *soft
+  confusion matrix* (at two sharpnesses of the softmax), so it can express macro F1, balanced accuracy, Cohen's kappa
+  and MCC (see its docstring; its first version also added the per-sample term). ``learn`` uses it by default for
+  those metrics (:data:`CLASS_AVERAGED`, by built-in name or torchmetrics class); for accuracy and top-k it made the
+  surrogates worse (first version: top-5 held-out Spearman -0.07, the demo's digits CE + surrogate 0.938 instead of
+  0.959; ``docs/results.md``), so they keep the per-sample net.
 
 The baseline is cross-entropy.
 
