@@ -13,7 +13,8 @@ same file runs on an old and a new tree::
 ``dump`` writes, per configuration, the surrogate's state dict (or its configuration for weight-free losses) and
 its report as a dict without the wall-clock fields (``learn_seconds``, ``metric_seconds``, ``library_version``).
 ``compare`` says for every configuration whether every tensor is ``torch.equal`` and every report field ``==``
-(NaN equal to NaN), and prints the first differences.
+(NaN equal to NaN), and prints the first differences; report fields only the second tree writes (``verdict``) are
+listed, not compared.
 """
 
 from __future__ import annotations
@@ -160,8 +161,11 @@ def compare(before: str, after: str) -> int:
             print(f"| {name} | missing in {'before' if name not in a else 'after'} | |")
             bad += 1
             continue
-        ws, rs = _same(a[name]["state"], b[name]["state"]), _same(a[name]["report"], b[name]["report"])
-        print(f"| {name} | {ws} | {rs} |")
+        # fields that only the newer tree writes (e.g. "verdict") are listed, not compared
+        new = sorted(set(b[name]["report"]) - set(a[name]["report"]))
+        shared = {k: b[name]["report"][k] for k in b[name]["report"] if k not in new}
+        ws, rs = _same(a[name]["state"], b[name]["state"]), _same(a[name]["report"], shared)
+        print(f"| {name} | {ws} | {rs} |" + (f" new report fields: {new}" if new else ""))
         if not (ws and rs):
             bad += 1
             diff = [k for k in a[name]["report"] if not _same(a[name]["report"][k], b[name]["report"].get(k))]

@@ -35,6 +35,11 @@ def _sur() -> ml.Surrogate:
     return ml.pretrained("classification-accuracy")
 
 
+def _lsed() -> ml.Surrogate:
+    task = ml.tasks.get_task("classification", num_classes=10)
+    return ml.Surrogate(task, task.build_net(kind="lsed"), {"kind": "lsed"})
+
+
 def _logits(b: int = 8, c: int = 10) -> torch.Tensor:
     return torch.randn(b, c)
 
@@ -69,8 +74,11 @@ CASES: list[Case] = [
          "`pred` contains infinite"),
     Case("Surrogate(pred, target)", "logits of shape (B,)", lambda: _sur()(torch.randn(8), _y()), ValueError,
          "`pred` must be logits of shape"),
-    Case("Surrogate(pred, target)", "wrong number of classes", lambda: _sur()(_logits(8, 7), _y()), ValueError,
-         "num_classes = 10"),
+    Case("Surrogate(pred, target)", "one class", lambda: _sur()(_logits(8, 1), _y() * 0), ValueError,
+         "C >= 2 classes"),
+    Case("Surrogate(pred, target)", "an LS-ED surrogate (tied to C = 10) at C = 7",
+         lambda: _lsed()(_logits(8, 7), _y() % 7), ValueError,
+         "tied to C = num_classes = 10; for C = 7 learn one with `num_classes=7`"),
     Case("Surrogate(pred, target)", "integer logits", lambda: _sur()(_y().view(8, 1).repeat(1, 10), _y()),
          TypeError, "`pred` must be a floating-point tensor"),
     Case("Surrogate(pred, target)", "float targets", lambda: _sur()(_logits(), _y().float()), TypeError,

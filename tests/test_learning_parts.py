@@ -14,6 +14,7 @@ from scipy.stats import kendalltau, spearmanr
 
 import metricloss as ml
 import metricloss._checkpoint  # the kill hook patches its write_atomic
+import metricloss.learning.batches as batches_module
 from metricloss._checks import check_int
 from metricloss.evaluation import gradient_agreement, measure
 from metricloss.learning import EarlyStopping, LearnSettings, TimedMetric, Trainer, prepare_batches
@@ -50,20 +51,38 @@ def _prepared(n_outputs: int | None = 40, **kw):
 # batch preparation: which batches each stage sees
 
 
-def test_heldout_model_outputs_are_never_learned_from():
+@pytest.fixture
+def regime_calls(monkeypatch) -> list:
+    """The trained-model regime's inputs and outputs, ``(pred, made_pred, made_target)`` per call (its perturbations
+    move the tags, so the tests look at what it was fed)."""
+    calls = []
+
+    def recorded(task, pred, target, generator):
+        out = real(task, pred, target, generator)
+        calls.append((pred.clone(), *out))
+        return out
+
+    real = batches_module.trained_regime
+    monkeypatch.setattr(batches_module, "trained_regime", recorded)
+    return calls
+
+
+def test_heldout_model_outputs_are_never_learned_from(regime_calls):
     _, _, batches = _prepared()
     held, learning = _tags(batches.heldout[0]), _tags(batches.model[0])
     assert len(held) == 10 and len(learning) == 30  # a quarter held out
     assert held.isdisjoint(learning) and held | learning == set(range(40))
-    assert _tags(batches.pool[0]) <= learning  # relabelled pool batches come from the learning part only
+    assert len(regime_calls) == 1 and _tags(regime_calls[0][0]) <= learning  # the regime is fed the learning part
 
 
-def test_half_the_pool_relabels_model_outputs_and_the_rest_is_random():
+def test_half_the_pool_relabels_model_outputs_and_the_rest_is_random(regime_calls):
     _, _, batches = _prepared()
     pool_pred, pool_target, pool_values = batches.pool
     half = pool_pred.shape[0] // 2
     assert batches.relabelled == half == 16
-    assert all(int(p[0, 0]) >= TAG for p in pool_pred[:half])  # every one of the first half is a model output
+    (fed, made_pred, made_target), = regime_calls
+    assert all(int(p[0, 0]) >= TAG for p in fed) and fed.shape[0] == half  # the first half: made from model outputs
+    assert torch.equal(pool_pred[:half], made_pred) and torch.equal(pool_target[:half], made_target)
     assert not any(int(p[0, 0]) >= TAG for p in pool_pred[half:])
     # the stored metric values are those of the (relabelled) pool batches, computed independently here
     expected = torch.tensor([accuracy(p, t) for p, t in zip(pool_pred, pool_target, strict=True)], dtype=torch.float64)

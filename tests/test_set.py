@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,20 +223,76 @@ def test_random_batches_spread_every_metric_and_stay_defined(labels):
         assert float(v.min()) <= lo + 0.25 * (hi - lo) and float(v.max()) >= hi - 0.1 * (hi - lo), name
 
 
-def test_relabel_keeps_scores_and_redraws_some_labels():
+def test_relabel_redraws_labels_or_perturbs_scores_around_real_outputs():
     task = S.SetTask(2)
-    pred, target = task.random_batches(40, 30, torch.Generator().manual_seed(2))
+    pred, target = task.random_batches(60, 32, torch.Generator().manual_seed(2))
     p2, t2 = task.relabel(pred, target.long(), torch.Generator().manual_seed(3))
-    assert p2 is pred and t2.dtype == torch.long and t2.shape == target.shape
+    assert p2.shape == pred.shape and p2.dtype == pred.dtype and t2.dtype == torch.long and t2.shape == target.shape
     assert set(t2.unique().tolist()) <= {0, 1}
+    kept = (p2 == pred).all(dim=2).all(dim=1)
+    assert 5 <= int(kept.sum()) <= 40  # about a third keep their scores and re-draw labels
     changed = (t2 != target.long()).float().mean(dim=(1, 2))
-    assert float(changed.max()) > 0.2 and float(changed.min()) < 0.05
+    assert float(changed[kept].max()) > 0.2
+    # the others: scores moved (temperature, shift, noise), at most 3 labels per label column flipped, each among
+    # the quarter of the (moved) scores nearest the threshold
+    moved = ~kept
+    flips = (t2 != target.long())[moved]
+    assert int(flips.sum(dim=1).max()) <= 3 and int(flips.sum()) > 0
+    near = p2[moved].abs().argsort(dim=1)[:, :8]
+    in_near = torch.zeros_like(flips).scatter(1, near, torch.ones_like(near, dtype=torch.bool))
+    assert bool((flips <= in_near).all())
+    binary = S.SetTask()
+    p1, t1 = binary.relabel(pred[..., 0], target[..., 0], torch.Generator().manual_seed(4))
+    assert p1.shape == pred[..., 0].shape and t1.dtype == target.dtype
+
+
+@pytest.mark.parametrize("labels", [None, 3])
+def test_trained_batches_are_well_separated_with_few_errors(labels):
+    task = S.SetTask(labels)
+    pred, target = task.trained_batches(400, 64, torch.Generator().manual_seed(0))
+    assert pred.shape == target.shape == ((400, 64) if labels is None else (400, 64, labels))
+    f1 = task.metrics["f1"].evaluate(pred, target)
+    spread = task.metrics["f1"].evaluate(*task.spread_batches(400, 64, torch.Generator().manual_seed(0)))
+    assert float(f1.median()) > 0.9 > float(spread.median())
+    errors = ((pred > 0).float() != target).float().sum(1)
+    assert float(errors.float().median()) <= 4 and float((errors == 0).float().mean()) > 0.02
+    assert float(f1.std()) > 0.03  # the metric still varies between batches
+
+
+def test_flip_near_threshold_flips_zero_to_three_of_the_nearest_quarter():
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(300, 20, 2, generator=gen)
+    target = (torch.rand(300, 20, 2, generator=gen) < 0.5).float()
+    out = S.SetTask._flip_near_threshold(scores, target, gen)
+    flips = out != target
+    counts = flips.sum(dim=1)
+    assert set(counts.unique().tolist()) == {0, 1, 2, 3}
+    nearest = scores.abs().argsort(dim=1)[:, :5]
+    allowed = torch.zeros_like(flips).scatter(1, nearest, torch.ones_like(nearest, dtype=torch.bool))
+    assert bool((flips <= allowed).all())
 
 
 # ---- surrogate network -------------------------------------------------------------------------------------
 
 
-def _naive_features(s: list[float], y: list[int], temps: tuple[float, ...], beta: float) -> list[list[float]]:
+def _logistic_step(d: float, tau: float) -> float:
+    return 1 / (1 + np.exp(-d / tau))
+
+
+def _spline_step(d: float, tau: float) -> float:
+    """The triangular distribution function on [-4 tau, 4 tau], written out piece by piece."""
+    x = d / (4 * tau)
+    if x <= -1:
+        return 0.0
+    if x <= 0:
+        return (1 + x) ** 2 / 2
+    if x <= 1:
+        return 1 - (1 - x) ** 2 / 2
+    return 1.0
+
+
+def _naive_features(s: list[float], y: list[int], temps: tuple[float, ...], beta: float,
+                    step=_logistic_step) -> list[list[float]]:
     b = len(s)
     mean = sum(s) / b
     rms = (sum(v * v for v in s) / b) ** 0.5
@@ -246,9 +304,9 @@ def _naive_features(s: list[float], y: list[int], temps: tuple[float, ...], beta
     for i in range(b):
         row = [sig(s[i]), sig(beta * s[i] / rms), n_pos / b]
         for tau in temps:
-            neg_below = sum(sig((s[i] - s[j]) / (tau * sd)) for j in range(b) if j != i and y[j] == 0)
-            pos_above = sum(sig((s[j] - s[i]) / (tau * sd)) for j in range(b) if j != i and y[j] == 1)
-            all_above = sum(sig((s[j] - s[i]) / (tau * sd)) for j in range(b) if j != i)
+            neg_below = sum(step((s[i] - s[j]) / sd, tau) for j in range(b) if j != i and y[j] == 0)
+            pos_above = sum(step((s[j] - s[i]) / sd, tau) for j in range(b) if j != i and y[j] == 1)
+            all_above = sum(step((s[j] - s[i]) / sd, tau) for j in range(b) if j != i)
             row += [neg_below / max(n_neg, 1), pos_above / max(n_pos, 1), all_above / max(b - 1, 1)]
         rows.append(row)
     return rows
@@ -260,10 +318,107 @@ def test_set_features_match_a_naive_loop():
     y = (torch.rand(3, 7, generator=gen) < 0.4).double()
     y[2] = 0  # a set without positives
     temps = (0.2, 1.0)
-    got = S.set_features(s, y, ("prob", "sign", "rank"), temps, sharpness=2.5)
+    got = S.set_features(s, y, ("prob", "sign", "rank"), temps, sharpness=2.5, kernel="logistic")
     for m in range(3):
         want = torch.tensor(_naive_features(s[m].tolist(), y[m].long().tolist(), temps, 2.5), dtype=torch.float64)
         torch.testing.assert_close(got[m], want)
+
+
+@pytest.mark.parametrize("b", [1, 2, 7, 40])
+def test_spline_features_match_a_naive_pairwise_loop(b):
+    # The O(B log B) features against the O(B^2) definition, exactly (float64), ties and empty groups included.
+    gen = torch.Generator().manual_seed(b)
+    s = torch.randn(3, b, generator=gen, dtype=torch.float64) * 3
+    s[1] = torch.round(s[1])  # ties, and pairs exactly one window apart
+    y = (torch.rand(3, b, generator=gen) < 0.4).double()
+    y[2] = 0  # a set without positives
+    temps = (0.05, 0.2, 1.0)
+    got = S.set_features(s, y, ("prob", "sign", "rank"), temps, sharpness=2.5, sign_floor=1e-9, rank_floor=1e-3,
+                         kernel="spline")
+    for m in range(3):
+        want = _naive_features(s[m].tolist(), y[m].long().tolist(), temps, 2.5, _spline_step)
+        torch.testing.assert_close(got[m], torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-10)
+
+
+def test_spline_below_in_float32_at_large_batches_and_linear_memory():
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(2, 3000, generator=gen, dtype=torch.float64) * 4
+    w = (torch.rand(2, 3000, 2, generator=gen) < 0.3).double()
+    d = u.unsqueeze(-1) - u.unsqueeze(-2)
+    k = torch.where(d <= -1, 0.0, torch.where(d <= 0, (1 + d) ** 2 / 2, torch.where(d <= 1, 1 - (1 - d) ** 2 / 2, 1.0)))
+    want = k @ w  # the pairwise definition
+    got = S.spline_below(u.float(), w.float()).double()
+    assert float((got - want).abs().max() / w.sum(1).max()) < 1e-5  # as a fraction of the group
+    # O(B) memory: the pairwise matrix of 300,000 scores would take 360 GB
+    s = torch.randn(1, 300_000, generator=gen)
+    f = S.set_features(s, (s > 0.3).float(), ("sign", "rank"), (0.1, 0.5))
+    assert f.shape == (1, 300_000, 8) and bool(torch.isfinite(f).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_spline_features_in_half_precision_sum_in_float32(dtype):
+    # bfloat16 prefix sums over 4096 samples would be off by whole counts; the kernel promotes them to float32, so
+    # only the rounding of the inputs and of the returned features remains.
+    gen = torch.Generator().manual_seed(1)
+    s = torch.randn(1, 4096, generator=gen) * 3
+    y = (torch.rand(1, 4096, generator=gen) < 0.3).float()
+    want = S.set_features(s.to(dtype).double(), y.double(), ("rank",), (0.1, 0.5))
+    x = s.to(dtype).requires_grad_(True)
+    got = S.set_features(x, y.to(dtype), ("rank",), (0.1, 0.5))
+    got.float().sum().backward()
+    assert got.dtype == dtype and float((got.detach().double() - want).abs().max()) < 0.01
+    assert bool(torch.isfinite(x.grad).all())
+
+
+def test_spline_features_at_low_temperature_are_the_exact_fractions():
+    # Scores further apart than the kernel's support: "negatives below" averaged over the positives is the AUROC,
+    # and "samples above" is the exact rank fraction.
+    gen = torch.Generator().manual_seed(3)
+    s = torch.randperm(60, generator=gen).double()
+    y = (torch.rand(60, generator=gen) < 0.4).double()
+    f = S.set_features(s[None], y[None], ("rank",), (1e-3,), kernel="spline")[0]
+    assert float(f[y > 0, 1].mean()) == pytest.approx(roc_auc_score(y.numpy(), s.numpy()), abs=1e-12)
+    above = (s[None, :] > s[:, None]).double().sum(1) / 59
+    torch.testing.assert_close(f[:, 3], above)
+
+
+def test_spline_features_stay_within_0_025_of_the_logistic_ones():
+    # K(d / 4 tau) and sigma(d / tau) share their value and slope at 0 and differ by at most ~0.02 anywhere.
+    s, y = S.SetTask().random_batches(8, 50, torch.Generator().manual_seed(8))
+    args = (s.double(), y.double(), ("rank",), (0.1, 0.5))
+    diff = S.set_features(*args, kernel="spline") - S.set_features(*args, kernel="logistic")
+    assert float(diff.abs().max()) <= 0.025 and float(diff.abs().max()) > 1e-3
+
+
+def test_spline_below_gradcheck_in_float64():
+    gen = torch.Generator().manual_seed(2)
+    u = (torch.randn(2, 9, generator=gen, dtype=torch.float64) * 0.8).requires_grad_(True)
+    w = (torch.rand(2, 9, 2, generator=gen) < 0.5).double()
+    assert torch.autograd.gradcheck(lambda v: S.spline_below(v, w), (u,))
+
+
+def test_net_is_finite_at_batch_sizes_1_2_and_4096():
+    task = S.SetTask()
+    torch.manual_seed(0)
+    net = task.build_net(**task.default_net_config())
+    assert net.kernel == "spline"
+    for b in (1, 2, 4096):
+        pred, target = task.random_batches(2, b, torch.Generator().manual_seed(b))
+        for scores in (pred, torch.zeros_like(pred), pred * 1e4):
+            x = scores.clone().requires_grad_(True)
+            loss = net(x, target)
+            loss.sum().backward()
+            assert bool(torch.isfinite(loss).all()) and bool(torch.isfinite(x.grad).all()), b
+
+
+def test_surrogates_saved_with_the_logistic_kernel_give_the_values_they_gave():
+    # tests/data/set_logistic: written by metricloss at dbf06ea (before `kernel` existed), with the losses it gave.
+    data = Path(__file__).parent / "data" / "set_logistic"
+    sur = ml.load(data / "set-f1-logistic.safetensors")
+    assert sur.net.kernel == "logistic"
+    for b, case in json.loads((data / "values.json").read_text()).items():
+        got = sur(torch.tensor(case["scores"]), torch.tensor(case["target"]))
+        assert float(got) == pytest.approx(case["loss"], abs=1e-6), b
 
 
 @pytest.mark.parametrize("labels", [None, 3])
@@ -280,7 +435,7 @@ def test_net_equals_a_naive_loop_and_is_permutation_invariant(labels):
         cols = [(pred[n], target[n])] if labels is None else [(pred[n, :, i], target[n, :, i]) for i in range(labels)]
         for s, y in cols:
             f = S.set_features(s[None], y[None].double(), net.features, net.temperatures, net.sharpness,
-                               net.sign_floor, net.rank_floor)[0]
+                               net.sign_floor, net.rank_floor, net.kernel)[0]
             emb = net.phi(f)
             pos = emb[y > 0.5].mean(0)
             neg = emb[y < 0.5].mean(0)
@@ -305,7 +460,8 @@ def test_default_net_is_invariant_to_the_logit_scale_above_the_floor():
 def test_below_the_floor_scores_are_divided_by_the_floor():
     s, y = S.SetTask().random_batches(3, 16, torch.Generator().manual_seed(4))
     s = s.double() * (0.2 / s.double().square().mean(-1, keepdim=True).sqrt())  # sd <= rms = 0.2 < both floors
-    got = S.set_features(s, y.double(), ("sign", "rank"), (0.1,), sharpness=3.0, sign_floor=0.3, rank_floor=0.5)
+    got = S.set_features(s, y.double(), ("sign", "rank"), (0.1,), sharpness=3.0, sign_floor=0.3, rank_floor=0.5,
+                         kernel="logistic")
     torch.testing.assert_close(got[..., 0], torch.sigmoid(3.0 * s / 0.3))
     diff = (s.unsqueeze(-1) - s.unsqueeze(-2)) / 0.5
     all_above = ((16 - torch.sigmoid(diff / 0.1).sum(-1)) - 0.5) / 15

@@ -17,7 +17,9 @@ __all__ = [
     "check_nonnegative",
     "check_positive",
     "check_same_shape",
+    "check_size_range",
     "check_tensor",
+    "check_tied_classes",
 ]
 
 
@@ -92,6 +94,43 @@ def check_int(value: object, name: str, minimum: int | None = None) -> int:
     return value
 
 
+def check_size_range(value: object, name: str, minimum: int) -> tuple[int, int]:
+    """``(low, high)`` from a size keyword that is one integer (``low == high``) or a ``(low, high)`` pair, each
+    ``>= minimum``; else a ``ValueError`` naming ``name``.
+
+    Example:
+        >>> check_size_range(10, "num_classes", 2), check_size_range([2, 1000], "num_classes", 2)
+        ((10, 10), (2, 1000))
+    """
+    if isinstance(value, list | tuple) and len(value) == 2:
+        low, high = (check_int(v, name, minimum) for v in value)
+        if low > high:
+            raise ValueError(f"`{name}` = {tuple(value)}: a range (low, high) needs low <= high")
+        return low, high
+    if isinstance(value, list | tuple):
+        raise ValueError(f"`{name}` must be an integer >= {minimum} or a (low, high) range of them, got {value!r}")
+    size = check_int(value, name, minimum)
+    return size, size
+
+
+def check_tied_classes(size: int, num_classes: int, *, letter: str = "C", tied_to: str = "this surrogate") -> None:
+    """Raise the error of a surrogate tied to ``num_classes`` classes called on ``size``, naming what would serve it.
+
+    Example:
+        >>> check_tied_classes(10, 10)
+        >>> check_tied_classes(100, 10, tied_to="LS-ED's class embedding")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `pred` has C = 100 classes, but LS-ED's class embedding is tied to C = num_classes = 10; ...
+    """
+    if size != num_classes:
+        raise ValueError(
+            f"`pred` has {letter} = {size} classes, but {tied_to} is tied to {letter} = num_classes = {num_classes}; "
+            f"for {letter} = {size} learn one with `num_classes={size}`, or use a size-agnostic surrogate (the "
+            "per-sample net, `net={'kind': 'mlp'}`, or `ml.pretrained('classification-accuracy')`)"
+        )
+
+
 def check_bool(value: object, name: str) -> bool:
     """``value`` if it is ``True`` or ``False``; else a ``TypeError`` naming ``name``."""
     if not isinstance(value, bool):
@@ -118,18 +157,33 @@ def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
 
 
 def check_class_batch(
-    pred: object, target: object, num_classes: int, *, stacked: bool = False, letter: str = "C"
+    pred: object, target: object, num_classes: int | None = None, *, stacked: bool = False, letter: str = "C",
+    tied_to: str = "this surrogate",
 ) -> None:
-    """Logits ``(B, C)`` (or a stack ``(N, B, C)``) and integer class indices ``(B,)`` in ``[0, C)``."""
+    """Logits ``(B, C)`` (or a stack ``(N, B, C)``) and integer class indices ``(B,)`` in ``[0, C)``.
+
+    Logits must be finite, but a stack may mark absent classes with ``-inf`` (G_R's padding,
+    :class:`~metricloss.tasks.base.ClassIndexTask`). ``num_classes=None`` (a size-agnostic surrogate): any
+    ``C >= 2``. An integer: ``C`` must equal it, and the error says what would serve another ``C``
+    (:func:`check_tied_classes`; ``tied_to`` names what ties the surrogate to that size).
+
+    Example:
+        >>> import torch
+        >>> check_class_batch(torch.randn(4, 1000), torch.tensor([0, 3, 999, 7]))  # any C
+        >>> check_class_batch(torch.randn(4, 1), torch.zeros(4, dtype=torch.long))
+        Traceback (most recent call last):
+        ...
+        ValueError: `pred` must be logits of shape (B, C) with C >= 2 classes, got (4, 1)
+    """
     lead = 1 if stacked else 0
-    pred = check_float_tensor(pred, "pred")
+    pred = check_float_tensor(pred, "pred", finite=False)
     target = check_int_tensor(target, "target")
-    if pred.dim() != 2 + lead or pred.shape[-1] != num_classes:
-        want = f"(N, B, {letter})" if stacked else f"(B, {letter})"
-        raise ValueError(
-            f"`pred` must be logits of shape {want} with {letter} = num_classes = {num_classes}, "
-            f"got {tuple(pred.shape)}"
-        )
+    want = f"(N, B, {letter})" if stacked else f"(B, {letter})"
+    if pred.dim() != 2 + lead or pred.shape[-1] < 2:
+        size = f"{letter} >= 2 classes" if num_classes is None else f"{letter} = num_classes = {num_classes}"
+        raise ValueError(f"`pred` must be logits of shape {want} with {size}, got {tuple(pred.shape)}")
+    if num_classes is not None:
+        check_tied_classes(pred.shape[-1], num_classes, letter=letter, tied_to=tied_to)
     if target.shape != pred.shape[:-1]:
         raise ValueError(
             f"`target` must have shape {tuple(pred.shape[:-1])} (one class index per row of `pred`), "
@@ -137,8 +191,17 @@ def check_class_batch(
         )
     if pred.shape[-2] < 1:
         raise ValueError("`pred` is an empty batch (B = 0)")
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+    # One reduction pass instead of an elementwise mask: a sum is finite when every element is (an overflow of
+    # huge finite values to inf falls through to the exact check, which then passes).
+    if not bool(torch.isfinite(pred.sum())):
+        if stacked:  # stacks may hold absent classes (-inf), as G_R pads batches of fewer classes
+            check_finite(pred.masked_fill(pred == float("-inf"), 0.0), "pred")
+        else:
+            check_finite(pred, "pred")
+    if not target.numel():
+        return
+    low, high = torch.stack(torch.aminmax(target)).tolist()
+    if low < 0 or high >= pred.shape[-1]:
         raise ValueError(
-            f"`target` holds class indices outside [0, {num_classes - 1}] "
-            f"(min {int(target.min())}, max {int(target.max())})"
+            f"`target` holds class indices outside [0, {pred.shape[-1] - 1}] (min {low}, max {high})"
         )

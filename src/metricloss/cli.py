@@ -130,6 +130,8 @@ def _learn(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in ("batch_size", "batches_per_step", "pool_size") if getattr(args, k)}
     if args.validation_batches is not None:
         options["validation_batches"] = args.validation_batches
+    if args.memory_budget is not None:
+        options["memory_budget"] = args.memory_budget
     sur = learn(_resolve_metric(metric), args.task, objective=args.objective, steps=args.steps, seed=args.seed,
                 progress=not args.quiet, outputs=_load_outputs(args.outputs),
                 higher_is_better=False if args.lower_is_better else None, **options, **_task_kwargs(args))
@@ -144,34 +146,78 @@ def _learn(args: argparse.Namespace) -> int:
 _PROBE_DTYPES = {"nonparametric": "float64"}
 
 
+def _load_any(spec: str) -> Any:
+    """A saved loss from a file, or a shipped one by its zoo name (``classification-accuracy``)."""
+    from .io import load
+    from .zoo import available, pretrained
+
+    if not os.path.exists(spec) and spec in available():
+        return pretrained(spec)
+    return load(spec)
+
+
+def _fresh_batches(args: argparse.Namespace, loss: Any, task: Any, met: Any, budget: int) -> tuple:
+    """``--batches`` / ``--batch-size`` / ``--seed``: fresh G_R batches (unset ones from the card, else defaults),
+    as many as fit in the budget's held-out share."""
+    import torch
+
+    from .learning.batches import heldout_count
+
+    size = args.batch_size or (loss.report.batch_size if loss.report else task.default_batch_size)
+    wanted = args.batches or (loss.report.n_validation_batches if loss.report else 256)
+    n = heldout_count(wanted, task.batch_nbytes(size), budget)
+    seed = (loss.report.settings.get("seed", 0) if loss.report else 12345) if args.seed is None else args.seed
+    if n < wanted:
+        print(f"note: {n} of the {wanted} batches asked for fit in the memory budget's held-out share")
+    pred, target = task.for_metric(met).random_batches(n, size, torch.Generator().manual_seed(seed))
+    return pred, target, f"random batches (G_R), seed {seed}", seed
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
+    from ._memory import format_bytes, parse_budget
     from .evaluation import measure
-    from .io import load
     from .metrics.base import as_metric
+    from .replay import remeasure
 
-    loss = load(args.surrogate)
+    loss = _load_any(args.surrogate)
     task = loss.task
     if task is None:
         raise ValueError(f"{args.surrogate} names no task, so there are no random batches to measure it on; "
                          "rebuild it with task= (e.g. metricloss.build_uniloss(..., task='pose'))")
+    budget = parse_budget(args.memory_budget, "--memory-budget")
     metric_name = args.metric or (loss.report.metric if loss.report else task.default_metric)
     met = as_metric(_resolve_metric(metric_name), False if args.lower_is_better else None, task.metrics)
-    pred, target = task.random_batches(args.batches, args.batch_size, torch.Generator().manual_seed(args.seed))
-    probe = min(args.batches, 64)
-    dtype = _PROBE_DTYPES.get(loss.kind)
-    rep = measure(loss, task, met, (pred, target), method=loss.report.method if loss.report else loss.kind,
-                  validation=f"random batches (G_R), seed {args.seed}", gradient_batches=probe,
-                  gradient_dtype=getattr(torch, dtype) if dtype else None, seed=args.seed)
+    card = loss.report is not None and all(v is None for v in (args.batches, args.batch_size, args.seed))
+    if card and loss.report.validation.startswith("held-out model outputs") and args.outputs is None:
+        card = False
+        print("note: its card was measured on held-out model outputs; without them (--outputs FILE) it is measured on "
+              "random batches of the card's size and number")
+    if card:  # the batches and probe settings its card was measured with: the card's numbers, reproduced
+        rep = remeasure(loss, met, outputs=_load_outputs(args.outputs), memory_budget=budget)
+        where = f"the card's batches: {rep.validation}, seed {loss.report.settings.get('seed', 0)}"
+    else:
+        pred, target, validation, seed = _fresh_batches(args, loss, task, met, budget)
+        dtype = _PROBE_DTYPES.get(loss.kind)
+        rep = measure(loss, task.for_metric(met), met, (pred, target),
+                      method=loss.report.method if loss.report else loss.kind, validation=validation,
+                      gradient_batches=min(pred.shape[0], 64), memory_budget=budget,
+                      gradient_dtype=getattr(torch, dtype) if dtype else None, seed=seed)
+        where = validation
     print(f"{args.surrogate}: {loss.kind} loss, task {task.name} {task.config()}, metric {met.name}, "
-          f"{args.batches} random batches of {args.batch_size} (seed {args.seed})\n")
-    print(f"| loss | Spearman | Kendall | gradient agreement ({probe} batches) |\n| --- | --- | --- | --- |")
+          f"{rep.n_validation_batches} batches of {rep.batch_size} ({where}); memory budget {format_bytes(budget)}\n")
+    print("| loss | Spearman | Kendall | gradient agreement |\n| --- | --- | --- | --- |")
     rows = ((f"{task.baseline_name} (baseline)", rep.baseline_spearman, rep.baseline_kendall,
              rep.baseline_gradient_agreement), ("surrogate", rep.spearman, rep.kendall, rep.gradient_agreement))
     for name, spearman, kendall, gradient in rows:
-        print(f"| {name} | {spearman:.4f} | {kendall:.4f} | {gradient:.4f} |")
+        print(f"| {name} | {spearman:.4f} | {kendall:.4f} | {'-' if gradient is None else f'{gradient:.4f}'} |")
+    print("\n" + "\n".join(rep.verdict.lines(task.baseline_name)))
     if loss.report is not None:
+        if card:
+            same = (rep.spearman, rep.kendall) == (loss.report.spearman, loss.report.kendall)
+            print(f"\n{'Reproduces' if same else 'Differs from'} the stored card (Spearman "
+                  f"{loss.report.spearman:.4f}, Kendall {loss.report.kendall:.4f}).")
         print("\nStored report card:\n")
         print(loss.report.to_markdown())
     return 0
@@ -213,20 +259,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches-per-step", type=int, default=None, help="N, batches ranked per step")
     p.add_argument("--pool-size", type=int, default=None, help="G_R batches drawn up front")
     p.add_argument("--validation-batches", type=int, default=None, help="held-out batches (default 256)")
+    p.add_argument("--memory-budget", default=None, metavar="BYTES",
+                   help="bytes or a size such as 512MiB that bounds the pool (half), the held-out batches (a quarter) "
+                        "and each measurement chunk (an eighth) (default 2GiB)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .safetensors path")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_learn)
 
     p = sub.add_parser("evaluate", help="measure a saved loss (learned, UniLoss or non-parametric) against its metric "
-                                        "on fresh random batches, beside the task's baseline")
-    p.add_argument("surrogate", help="a .safetensors file written by metricloss (any kind of loss)")
+                                        "beside the task's baseline: by default on the batches its report card was "
+                                        "measured on (reproducing the card), or on fresh random batches")
+    p.add_argument("surrogate", help="a .safetensors file written by metricloss (any kind of loss), or the name of a "
+                                     "shipped one (classification-accuracy, ...)")
     p.add_argument("--metric", default=None,
                    help="built-in metric name or module:function (default: the one it was learned for)")
-    p.add_argument("--batches", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--outputs", default=None, metavar="FILE",
+                   help="the model outputs (a torch.save'd list of (pred, target) batches) a card measured on held-out "
+                        "model outputs was built from: needed to reproduce such a card")
+    p.add_argument("--batches", type=int, default=None,
+                   help="measure on this many fresh random batches instead of the card's (default 256 without a card)")
+    p.add_argument("--batch-size", type=int, default=None, help="fresh batches of this size (default: the card's)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of fresh random batches (default: the card's seed, else 12345)")
+    p.add_argument("--memory-budget", default=None, metavar="BYTES",
+                   help="bytes or a size such as 512MiB: the measurement runs in chunks of at most an eighth of it and "
+                        "fresh batches take at most a quarter (default 2GiB)")
     p.add_argument("--lower-is-better", action="store_true", help="the --metric given is lower-is-better")
-    p.add_argument("--seed", type=int, default=12345)
     p.set_defaults(func=_evaluate)
     return parser
 

@@ -6,10 +6,15 @@
 - :func:`measure`: both, for a loss and the task's baseline on the same held-out batches, as a
   :class:`~metricloss.report.Report`. Every builder (``learn``, UniLoss, the non-parametric surrogate) and
   ``metricloss evaluate`` measure through it.
+
+Every measurement runs in chunks of batches sized by bytes against a memory budget (:mod:`metricloss._memory`), so
+nothing it allocates at once exceeds the budget's chunk share, whatever the batch's size; the numbers do not depend
+on the chunking.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,15 +22,20 @@ from typing import Any
 import torch
 
 from . import ranking
+from ._memory import CHUNK_SHARE, PROBE_COPIES, PROBE_EXTRA, chunk_count, parse_budget
 from .metrics.base import BatchMetric
 from .report import Report
 from .tasks.base import Task
+from .verdict import GRADIENT_BATCHES, RANDOM, REAL, Verdict, compare_gradients, judge
 
 __all__ = [
     "agreement", "directional_correlation", "gradient_agreement", "measure", "metric_changes", "stack_batches",
 ]
 
 StackedLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: Copies of a batch's predictions a loss or metric is assumed to hold while it runs on a stack (its softmax, its
+#: features): the chunks :func:`measure` evaluates losses and metric values in are sized by it.
+FORWARD_COPIES = 4
 
 
 def agreement(losses: torch.Tensor, metric_values: torch.Tensor, higher_is_better: bool) -> dict[str, float]:
@@ -124,7 +134,16 @@ def directional_correlation(grads: torch.Tensor, deltas: torch.Tensor, changes: 
     r"""Per batch, Pearson correlation over k between :math:`-\langle \nabla L_i, \delta_{ik}\rangle` and
     :math:`\Delta m_{ik}`; NaN for a batch whose metric did not move along any direction. Differentiable in
     ``grads``."""
-    d = -(grads.unsqueeze(1) * deltas).flatten(2).sum(-1)
+    return _correlation(_derivatives(grads, deltas), changes)
+
+
+def _derivatives(grads: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    r""":math:`-\langle \nabla L_i, \delta_{ik}\rangle`, ``(N, K)``."""
+    return -(grads.unsqueeze(1) * deltas).flatten(2).sum(-1)
+
+
+def _correlation(d: torch.Tensor, changes: torch.Tensor) -> torch.Tensor:
+    """Per row, Pearson correlation of ``d`` and ``changes`` (``(N, K)`` each); NaN where ``changes`` is constant."""
     d = d - d.mean(dim=1, keepdim=True)
     # Rescale both sides before squaring: tiny gradients underflowed in float32 (correlations far above 1),
     # and sqrt at 0 gave NaN gradients when the metric never moved. Correlation is scale-free.
@@ -147,6 +166,7 @@ def gradient_agreement(
     sigma: float = 0.5,
     seed: int = 0,
     chunk: int = 64,
+    memory_budget: int | float | str | None = None,
 ) -> float:
     r"""How well a loss's gradient points where the metric improves, averaged over batches.
 
@@ -160,10 +180,21 @@ def gradient_agreement(
             baseline, or any per-batch loss).
         metric: a :class:`~metricloss.metrics.base.BatchMetric`.
         directions, sigma: number of random directions and their length relative to the batch's std.
+        chunk, memory_budget: batches probed at once: at most ``chunk``, and as many as fit in the budget's chunk
+            share with their ``directions`` perturbed copies (``None``: the default budget, 2 GiB). The directions
+            are drawn from one stream in batch order, so the result does not depend on the chunking.
     """
     gen = torch.Generator().manual_seed(seed)
+    group = directions
+    if pred.shape[0]:
+        budget = parse_budget(memory_budget)
+        group = _probe_group(pred, directions, budget)
+        chunk = _probe_chunk(pred, directions, chunk, budget) if group == directions else 1
     corrs = []
     for p, t in zip(pred.split(chunk), target.split(chunk), strict=True):
+        if group < directions:  # one batch, its directions a group at a time
+            corrs.append(_grouped_probe(loss_fn, metric, p, t, directions, group, sigma, gen))
+            continue
         deltas, changes = metric_changes(metric, p, t, directions, sigma, gen)
         x = p.detach().clone().requires_grad_(True)
         with torch.enable_grad():
@@ -174,6 +205,45 @@ def gradient_agreement(
     return float(valid.mean()) if valid.numel() else float("nan")
 
 
+def _probe_chunk(pred: torch.Tensor, directions: int, most: int, budget: int) -> int:
+    """Batches per chunk of the gradient probe: as many as fit in the budget's chunk share (at most ``most``), and a
+    multiple of the batches whose directions fill whole blocks of 16 normal draws: torch's CPU generator draws normal
+    numbers in blocks of 16, so chunks that start on a block boundary draw exactly the numbers one unchunked call
+    would (the probe's result does not depend on the budget or on ``chunk``)."""
+    per_batch = directions * pred[0].numel()
+    step = 16 // math.gcd(16, per_batch)
+    n = chunk_count(pred[0].nbytes, budget, most, PROBE_COPIES * directions + PROBE_EXTRA)
+    return n if n >= pred.shape[0] else max(step, n - n % step)
+
+
+def _probe_group(pred: torch.Tensor, directions: int, budget: int) -> int:
+    """Directions probed at once when even one batch with all of them exceeds the chunk share: as many as fit beside
+    the batch's input, gradient and graph, a multiple of those filling whole blocks of 16 normal draws (the stream
+    is then the unchunked one when a batch's size is a multiple of 16)."""
+    room = CHUNK_SHARE * budget / max(pred[0].nbytes, 1) - PROBE_EXTRA
+    if room >= PROBE_COPIES * directions:
+        return directions
+    step = 16 // math.gcd(16, pred[0].numel())
+    fit = max(1, int(room // PROBE_COPIES))
+    return min(directions, max(step, fit - fit % step))
+
+
+def _grouped_probe(loss_fn: StackedLoss, metric: BatchMetric, p: torch.Tensor, t: torch.Tensor, directions: int,
+                   group: int, sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """The probe of a chunk of one batch, ``group`` directions at a time: the gradient once, then the directional
+    derivatives and metric changes of each group (the same numbers as all directions at once)."""
+    x = p.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (grads,) = torch.autograd.grad(loss_fn(x, t).sum(), x)
+    ds, cs = [], []
+    for start in range(0, directions, group):
+        deltas, changes = metric_changes(metric, p, t, min(group, directions - start), sigma, gen)
+        ds.append(_derivatives(grads, deltas))
+        cs.append(changes)
+        del deltas
+    return _correlation(torch.cat(ds, dim=1), torch.cat(cs, dim=1))
+
+
 def _stacked(loss: Any) -> StackedLoss:
     """The per-batch loss of a stack: ``loss.batch_losses`` for the library's losses, else ``loss`` itself."""
     fn = getattr(loss, "batch_losses", None)
@@ -181,6 +251,14 @@ def _stacked(loss: Any) -> StackedLoss:
         raise TypeError(
             f"`loss` must be a metricloss loss or a callable on stacks of batches, got {type(loss).__name__}")
     return fn if fn is not None else loss
+
+
+def _chunked(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], pred: torch.Tensor, target: torch.Tensor,
+             chunk: int) -> torch.Tensor:
+    """``fn`` on a stack, ``chunk`` batches at a time (one call when the stack fits)."""
+    if pred.shape[0] <= chunk:
+        return fn(pred, target)
+    return torch.cat([fn(p, t) for p, t in zip(pred.split(chunk), target.split(chunk), strict=True)])
 
 
 def measure(
@@ -199,6 +277,9 @@ def measure(
     sigma: float = 0.5,
     seed: int = 0,
     started: float | None = None,
+    real_outputs: bool = False,
+    random_check: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    memory_budget: int | float | str | None = None,
     **fields: Any,
 ) -> Report:
     r"""Measure ``loss`` against ``metric`` on the held-out batches, beside the task's baseline loss on the same ones.
@@ -222,6 +303,15 @@ def measure(
         directions, sigma, seed: the gradient probe's settings.
         started: a ``time.perf_counter()`` value; ``learn_seconds`` is then the time from it to the end of
             the measurement.
+        real_outputs: the held-out batches are real model outputs (else random batches): the report's
+            :class:`~metricloss.verdict.Verdict` is decided on them.
+        random_check: other, random ``(pred, target, oriented metric values)`` batches on which the verdict also
+            compares the two losses when the held-out batches are real outputs
+            (:func:`~metricloss.verdict.random_check`). The verdict's gradient comparison uses the first
+            :data:`~metricloss.verdict.GRADIENT_BATCHES` held-out batches.
+        memory_budget: bytes (or ``"2GiB"``; ``None``: 2 GiB) the chunks of the measurement are sized by: the
+            losses, the baseline and the metric run on as many batches at once as fit in an eighth of it, the
+            gradient probe likewise with its perturbed copies (:func:`gradient_agreement`).
         **fields: the other :class:`~metricloss.report.Report` fields (``settings``, ``steps``, ``history``,
             ``metric_seconds`` spent before, ...).
 
@@ -242,26 +332,53 @@ def measure(
     """
     pred, target = heldout
     losses_of = _stacked(loss)
+    budget = parse_budget(memory_budget)
+    chunk = chunk_count(pred[0].nbytes + target[0].nbytes, budget, pred.shape[0], FORWARD_COPIES)
     metric_seconds = float(fields.pop("metric_seconds", 0.0))
     t0 = time.perf_counter()
-    values = metric.oriented(metric.evaluate(pred, target)) if metric_values is None else metric_values
+    if metric_values is None:
+        metric_values = metric.oriented(_chunked(metric.evaluate, pred, target, chunk))
     metric_seconds += time.perf_counter() - t0
     with torch.no_grad():
-        ours = agreement(losses_of(pred, target), values, True)
-        base = agreement(task.baseline(pred, target), values, True)
+        ours_losses = _chunked(losses_of, pred, target, chunk)
+        base_losses = _chunked(task.baseline, pred, target, chunk)
+        ours, base = agreement(ours_losses, metric_values, True), agreement(base_losses, metric_values, True)
     if gradient_batches != 0:
         t0 = time.perf_counter()
         probe_p, probe_t = (pred, target) if gradient_batches is None else (pred[:gradient_batches],
                                                                             target[:gradient_batches])
         if gradient_dtype is not None:
             probe_p = probe_p.to(gradient_dtype)
-        probe = {"directions": directions, "sigma": sigma, "seed": seed}
+        probe = {"directions": directions, "sigma": sigma, "seed": seed, "memory_budget": budget}
         fields["gradient_agreement"] = gradient_agreement(gradient_loss or losses_of, metric, probe_p, probe_t,
                                                           **probe)
         fields["baseline_gradient_agreement"] = gradient_agreement(task.baseline, metric, probe_p, probe_t, **probe)
         metric_seconds += time.perf_counter() - t0
+    fields["verdict"] = _verdict(losses_of, task, heldout, (ours_losses, base_losses, metric_values), budget,
+                                 real_outputs,
+                                 random_check if real_outputs else None, gradient_dtype, seed)
     if started is not None:
         fields["learn_seconds"] = time.perf_counter() - started
     return Report.from_agreement(task, metric, method, ours, base, validation=validation,
                                  n_validation_batches=int(pred.shape[0]), batch_size=int(pred.shape[1]),
                                  metric_seconds=metric_seconds, **fields)
+
+
+def _verdict(losses_of: StackedLoss, task: Task, heldout: tuple[torch.Tensor, torch.Tensor],
+             measured: tuple[torch.Tensor, torch.Tensor, torch.Tensor], budget: int, real: bool,
+             check: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, dtype: torch.dtype | None,
+             seed: int) -> Verdict:
+    """:func:`measure`'s verdict (:mod:`metricloss.verdict`): the rankings it measured, those on the random check
+    ``(pred, target, oriented metric values)``, and the gradients on the first held-out batches, each in chunks sized
+    by ``budget``."""
+    pred, target = (x[:GRADIENT_BATCHES] for x in heldout)
+    item = pred[0].nbytes + target[0].nbytes
+    gradient = compare_gradients(losses_of, task.baseline, pred if dtype is None else pred.to(dtype), target,
+                                 REAL if real else RANDOM, chunk=chunk_count(item, budget, 8, PROBE_EXTRA))
+    random_losses = None
+    if check is not None:
+        chunk = chunk_count(item, budget, check[0].shape[0], FORWARD_COPIES)
+        with torch.no_grad():
+            random_losses = (_chunked(losses_of, check[0], check[1], chunk),
+                             _chunked(task.baseline, check[0], check[1], chunk), check[2])
+    return judge(*measured, real=real, random_check=random_losses, gradient=gradient, seed=seed)

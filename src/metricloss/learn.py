@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+import tempfile
 import time
 import warnings
 from collections.abc import Iterable
@@ -22,6 +24,7 @@ from . import nonparametric as _nonparametric
 from . import uniloss as _uniloss
 from ._checkpoint import fingerprint
 from ._checks import check_choice
+from ._memory import HELDOUT_SHARE, fit_count
 from ._rng import private_rng
 from .evaluation import measure
 from .learning.batches import LearningBatches, prepare_batches
@@ -32,19 +35,40 @@ from .learning.trainer import Checkpointing, DistributedTrainer, Trainer
 from .metrics.base import BatchMetric, as_metric
 from .surrogate import Surrogate
 from .tasks.base import Task, get_task
+from .verdict import GRADIENT_BATCHES, random_check, warn_if_weak
 
 if TYPE_CHECKING:
     from .nonparametric import NonParametricLoss
     from .uniloss import UniLoss
 
-__all__ = ["learn"]
+__all__ = ["MeasurementError", "learn"]
 
 #: Arguments of :func:`learn` that only learning uses: with ``method="uniloss"`` / ``"nonparametric"`` a value other
 #: than the default is an error (it would be ignored).
 LEARNING_ONLY = ("objective", "higher_is_better", "steps", "batches_per_step", "p_random", "penalty", "lr",
                  "weight_decay", "pool_size", "eval_every", "patience", "rank_strength", "checkpoint",
                  "gradient_weight", "directions", "sigma", "gradient_probe", "init", "distributed",
-                 "metric_workers")
+                 "metric_workers", "memory_budget")
+
+
+class MeasurementError(RuntimeError):
+    """Measuring a learned surrogate's report failed after learning (out of memory, a metric raising on the probe's
+    perturbed predictions, ...). The learned weights are not lost: ``surrogate`` holds the surrogate (without a
+    report) and ``path`` the file it was saved to first (``None`` if even saving failed); ``__cause__`` is the
+    error measuring raised. ``metricloss.load(err.path)`` gives the surrogate back; ``metricloss evaluate`` on that
+    file measures it again (with a smaller ``--memory-budget`` if memory was the cause)."""
+
+    def __init__(self, message: str, surrogate: Surrogate, path: Path | None) -> None:
+        super().__init__(message)
+        self.surrogate, self.path = surrogate, path
+
+
+def _check_count(task: Task, settings: LearnSettings) -> int:
+    """Random batches the verdict compares the losses on beside real outputs: at most
+    :data:`~metricloss.verdict.GRADIENT_BATCHES` and ``validation_batches``, and as many as fit in the memory budget's
+    held-out share (at least 2)."""
+    fit = fit_count(task.batch_nbytes(settings.batch_size), settings.memory_budget, HELDOUT_SHARE)
+    return max(2, min(GRADIENT_BATCHES, settings.validation_batches, fit))
 
 
 def learn(
@@ -77,6 +101,7 @@ def learn(
     init: Surrogate | None = None,
     distributed: bool | None = None,
     metric_workers: int = 1,
+    memory_budget: int | float | str | None = None,
     method: str = "reloss",
     **task_kwargs: Any,
 ) -> Surrogate | UniLoss | NonParametricLoss:
@@ -132,12 +157,29 @@ def learn(
             under ``if __name__ == "__main__":``; the metric must be picklable: a module-level function or class).
             For slow Python metrics; the values, and so the surrogate, are those of ``metric_workers=1``. They
             serve the G_R pool, G_M and held-out stacks (not the gradient term's probes).
+        memory_budget: bytes (``int``) or a size (``"512MiB"``, ``"4GiB"``) that bounds what learning holds on top of
+            its inputs (default 2 GiB): the G_R pool takes at most half of it, the held-out batches a quarter, and
+            every measurement (validation, the report's losses and gradient probe) runs in chunks of at most an
+            eighth. Sizes come from :meth:`~metricloss.tasks.base.Task.batch_nbytes`, so at real sizes the pool and
+            the held-out set shrink (the report's ``settings["pool_size"]`` and ``n_validation_batches`` say to
+            what); at small sizes the budget changes nothing. ``outputs=`` (and its stacked copy) and one step's
+            ``batches_per_step`` batches with their autograd graph are outside it.
         **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``. With ``outputs``, those a built-in
             task needs are read from the outputs when omitted (and checked against them when given); see
             :mod:`metricloss.learning.shapes`.
 
     Returns:
-        A frozen :class:`~metricloss.Surrogate` with its :class:`~metricloss.report.Report`.
+        A frozen :class:`~metricloss.Surrogate` with its :class:`~metricloss.report.Report`, whose ``verdict`` says
+        whether it beats the baseline loss on the held-out real outputs and on random batches
+        (:mod:`metricloss.verdict`).
+
+    Warns:
+        WeakSurrogateWarning: learned with ``outputs``, the surrogate does not beat the baseline on the held-out real
+            outputs (:class:`~metricloss.verdict.WeakSurrogateWarning`).
+
+    Raises:
+        MeasurementError: learning finished but measuring its report failed; the learned surrogate was saved
+            first and the error carries it (``err.surrogate``) and the file (``err.path``).
 
     Example:
         >>> import metricloss as ml
@@ -163,12 +205,14 @@ def learn(
         validation_batches=validation_batches, eval_every=eval_every, patience=patience,
         rank_strength=rank_strength, seed=seed, progress=progress, checkpoint=checkpoint,
         gradient_weight=gradient_weight, directions=directions, sigma=sigma, gradient_probe=gradient_probe,
-        distributed=distributed, metric_workers=metric_workers)
+        distributed=distributed, metric_workers=metric_workers, memory_budget=memory_budget)
     gen = torch.Generator().manual_seed(settings.seed)
     # One process and one worker: SharedMetric evaluates in place, as its base TimedMetric does.
     clock = SharedMetric(met, distributed=settings.distributed, workers=settings.metric_workers)
     try:
         batches = prepare_batches(task_obj, clock, settings, outputs, gen)
+        check = None if batches.model is None else random_check(  # the verdict's random batches, beside real outputs
+            task_obj, clock, _check_count(task_obj, settings), settings.batch_size, settings.seed)
     finally:
         clock.close()
     if init is not None:
@@ -189,14 +233,41 @@ def learn(
     trainer.run(hooks, desc=f"learning {met.name} surrogate")
     sur = Surrogate(task_obj, trainer.best_model(), settings.net_config)
     v_pred, v_target, v_values = batches.heldout
-    sur.report = measure(
-        sur, task_obj, met, (v_pred, v_target), metric_values=v_values,
-        method=settings.report_method, validation=batches.validation,
-        gradient_batches=settings.gradient_probe, gradient_loss=sur.net, sigma=settings.sigma, seed=settings.seed,
-        started=t_start, settings=report_settings, steps=trainer.steps, best_step=trainer.stopping.best_step,
-        metric_seconds=clock.seconds, history=trainer.stopping.history,
-    )
+    try:
+        sur.report = measure(
+            sur, task_obj, met, (v_pred, v_target), metric_values=v_values,
+            method=settings.report_method, validation=batches.validation,
+            gradient_batches=settings.gradient_probe, gradient_loss=sur.net, sigma=settings.sigma, seed=settings.seed,
+            started=t_start, memory_budget=settings.memory_budget, steps=trainer.steps,
+            settings={**report_settings, "gradient_probe": settings.gradient_probe,
+                      "memory_budget": settings.memory_budget},
+            best_step=trainer.stopping.best_step, metric_seconds=clock.seconds, history=trainer.stopping.history,
+            real_outputs=batches.model is not None, random_check=check,
+        )
+    except Exception as err:
+        raise _unmeasured(sur, settings.checkpoint, err) from err
+    warn_if_weak(sur.report.verdict, task_obj.baseline_name)
     return sur
+
+
+def _unmeasured(sur: Surrogate, checkpoint: Path | None, err: BaseException) -> MeasurementError:
+    """Save the learned ``sur`` (next to ``checkpoint``, else in the temporary directory) and return the error that
+    says where it is."""
+    if checkpoint is not None:
+        path = checkpoint.with_name(checkpoint.stem + ".unmeasured.safetensors")
+    else:
+        fd, name = tempfile.mkstemp(prefix="metricloss-unmeasured-", suffix=".safetensors")
+        os.close(fd)
+        path = Path(name)
+    try:
+        sur.save(path)
+        kept = f"the learned surrogate was saved to {path} (metricloss.load({str(path)!r}))"
+    except Exception as save_err:  # the disk may be what failed; the weights are still in err.surrogate
+        path, kept = None, f"saving it failed too ({type(save_err).__name__}: {save_err})"
+    return MeasurementError(
+        f"learning finished, but measuring its report failed ({type(err).__name__}: {err}); {kept}; the surrogate is "
+        "also in this error's `.surrogate`. If memory ran out, pass a smaller `memory_budget`, or measure the file "
+        "again with `metricloss evaluate FILE --memory-budget ...`", sur, path)
 
 
 def _check_init(init: Any, task: Task) -> None:

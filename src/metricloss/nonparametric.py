@@ -289,7 +289,8 @@ def fit_nonparametric(
     settings = {**measured.config(), "grid": scores, "selection_batches": int(n_sel), "directions": directions,
                 "sigma": sigma, "gradient_norm": gradient_norm}
     report = measure(measured, s.task, s.metric, rep, method="nonparametric", validation=validation,
-                     gradient_batches=None, gradient_dtype=torch.float64, settings=settings, **probe)
+                     gradient_batches=None, gradient_dtype=torch.float64, settings=settings,
+                     real_outputs=outputs is not None, **probe)
     loss_fn = NonParametricLoss(s.refactoring, seed=seed, task=s.task, **chosen)  # fresh anchor generators
     report.learn_seconds = time.perf_counter() - t0
     loss_fn.report = report

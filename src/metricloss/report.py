@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .verdict import Verdict
 
 if TYPE_CHECKING:
     from .metrics.base import BatchMetric
@@ -24,6 +25,9 @@ class Report:
     ``baseline_*`` are the same numbers for the loss the surrogate replaces, on the same batches.
     ``gradient_agreement`` is the mean correlation between the loss's directional derivatives and the metric's
     changes along random directions (:func:`metricloss.evaluation.gradient_agreement`); ``None`` if not measured.
+    ``verdict`` (:class:`~metricloss.verdict.Verdict`) says whether the surrogate beats the baseline on held-out real
+    outputs and on random batches, by a stated rule, and how its gradient compares with the baseline's; a report
+    read from a file saved before verdicts existed has the unknown verdict.
     """
 
     task: str
@@ -48,14 +52,18 @@ class Report:
     learn_seconds: float = 0.0
     metric_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    verdict: Verdict = field(default_factory=Verdict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
+        """The report of :meth:`to_dict`'s form; a missing ``verdict`` (an older file) is the unknown verdict."""
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        kept = {k: v for k, v in data.items() if k in known}
+        kept["verdict"] = Verdict.from_dict(kept.get("verdict"))
+        return cls(**kept)
 
     @classmethod
     def from_agreement(
@@ -118,6 +126,7 @@ class Report:
             f"task `{self.task}` {self.task_config}; rank correlation with the metric on "
             f"{self.n_validation_batches} held-out batches of {self.batch_size} ({self.validation})."
         )
+        rows += ["", *self.verdict.lines(self.baseline)]
         if self.method == "uniloss":
             return "\n".join([head, "", *rows, "", f"UniLoss: no learning; metricloss {self.library_version}."])
         if self.method == "nonparametric":

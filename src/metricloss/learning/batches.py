@@ -3,7 +3,9 @@ step's draw.
 
 Metric values are computed once per batch here: G_R batches are drawn up front into a pool and G_M batches are
 fixed, so a slow Python metric costs its evaluations once, not once per step. Every size (pool, held-out share)
-is decided in this module, so bounding memory is a change here only.
+is decided in this module, so bounding memory is a change here only: the pool and the held-out batches are sized
+in bytes (:meth:`~metricloss.tasks.base.Task.batch_nbytes`) against ``settings.memory_budget``
+(:mod:`metricloss._memory`: the pool may take half of it, the held-out batches a quarter).
 
 The stages see disjoint data: the held-out batches (model selection and the report) are never in the G_M
 learning part nor relabelled into the G_R pool.
@@ -19,14 +21,17 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_int
-from ..evaluation import agreement, stack_batches
+from .._memory import HELDOUT_SHARE as HELDOUT_BYTES_SHARE
+from .._memory import POOL_SHARE, chunk_count, fit_count, format_bytes, parse_budget
+from ..evaluation import FORWARD_COPIES, agreement, stack_batches
 from ..metrics.base import BatchMetric
 from ..tasks.base import Task
+from .regimes import trained_regime
 from .settings import LearnSettings
 
 __all__ = [
     "INVERTED_SPEARMAN", "POOL_ELEMENTS", "LearningBatches", "StepBatches",
-    "TimedMetric", "check_direction", "pool_size", "prepare_batches",
+    "TimedMetric", "check_direction", "heldout_count", "pool_size", "prepare_batches",
 ]
 
 #: Pools are capped at this many scalar elements of predictions (about 128 MiB of float32).
@@ -42,12 +47,34 @@ INVERTED_SPEARMAN = -0.5
 DIRECTION_BATCHES = 256
 
 
-def pool_size(requested: int | None, per_batch: int, batches_per_step: int) -> int:
+def pool_size(requested: int | None, per_batch: int, batches_per_step: int, *, batch_nbytes: int | None = None,
+              memory_budget: int | None = None) -> int:
     """G_R pool size in batches: ``requested``, else as many as fit in :data:`POOL_ELEMENTS` (at most 4096, at
-    least two steps' worth)."""
-    if requested is not None:
-        return int(requested)
-    return max(2 * batches_per_step, min(4096, POOL_ELEMENTS // max(per_batch, 1)))
+    least two steps' worth); and, with ``batch_nbytes`` and ``memory_budget``, never more than fit in the budget's
+    pool share (:data:`metricloss._memory.POOL_SHARE`), even below two steps' worth (steps draw with replacement).
+    A ``requested`` size is what the user or the task asked for and is capped by the budget alike."""
+    n = int(requested) if requested is not None else max(2 * batches_per_step,
+                                                          min(4096, POOL_ELEMENTS // max(per_batch, 1)))
+    if batch_nbytes is None or memory_budget is None:
+        return n
+    fit = fit_count(batch_nbytes, memory_budget, POOL_SHARE)
+    if fit < 2:
+        raise ValueError(_too_small("pool", 2, batch_nbytes, memory_budget, POOL_SHARE))
+    return min(n, fit)
+
+
+def heldout_count(requested: int, batch_nbytes: int, memory_budget: int) -> int:
+    """Held-out batches: ``requested``, at most as many as fit in the budget's held-out share (at least 2)."""
+    fit = fit_count(batch_nbytes, memory_budget, HELDOUT_BYTES_SHARE)
+    if fit < 2:
+        raise ValueError(_too_small("held-out set", 2, batch_nbytes, memory_budget, HELDOUT_BYTES_SHARE))
+    return min(int(requested), fit)
+
+
+def _too_small(what: str, least: int, batch_nbytes: int, budget: int, share: float) -> str:
+    return (f"`memory_budget` ({format_bytes(budget)}) is too small: the {what} needs at least {least} batches of "
+            f"{format_bytes(batch_nbytes)} in its share ({share:.0%} of the budget); pass a larger `memory_budget` "
+            f"(at least {format_bytes(least * batch_nbytes / share)}) or a smaller `batch_size`")
 
 
 class TimedMetric:
@@ -117,12 +144,29 @@ class LearningBatches:
 def _split_outputs(outputs: Iterable, task: Task, settings: LearnSettings, gen: torch.Generator):
     all_pred, all_target = stack_batches(outputs, settings.batch_size, task)
     perm = torch.randperm(all_pred.shape[0], generator=gen)
-    n_val = min(settings.validation_batches, max(1, all_pred.shape[0] // HELDOUT_SHARE))
+    wanted = heldout_count(settings.validation_batches, _stored_nbytes(all_pred, all_target), settings.memory_budget)
+    n_val = min(wanted, max(1, all_pred.shape[0] // HELDOUT_SHARE))
     if all_pred.shape[0] - n_val < 1 or n_val < 2:
         raise ValueError("`outputs` is too small: need at least 8 batches of batch_size to learn and validate")
     heldout = all_pred[perm[:n_val]], all_target[perm[:n_val]]
     learning = all_pred[perm[n_val:]], all_target[perm[n_val:]]
     return learning, heldout
+
+
+def _warn_step_size(settings: LearnSettings, batch_nbytes: int) -> None:
+    """Warn when one step's batches alone (drawn from the pool, outside the budget's shares) exceed the budget."""
+    step = settings.batches_per_step * batch_nbytes
+    if step > settings.memory_budget:
+        warnings.warn(
+            f"one learning step draws batches_per_step={settings.batches_per_step} batches of "
+            f"{format_bytes(batch_nbytes)} ({format_bytes(step)}, before the surrogate's activations), more than "
+            f"`memory_budget` ({format_bytes(settings.memory_budget)}): expect peak memory above the budget; lower "
+            "`batches_per_step` or `batch_size` to stay within it", UserWarning, stacklevel=4)
+
+
+def _stored_nbytes(pred: torch.Tensor, target: torch.Tensor) -> int:
+    """Bytes of one batch of a stack."""
+    return int(pred[0].nbytes + target[0].nbytes)
 
 
 def _check_varies(metric: BatchMetric, name: str, values: torch.Tensor) -> None:
@@ -134,13 +178,15 @@ def _check_varies(metric: BatchMetric, name: str, values: torch.Tensor) -> None:
 
 
 def check_direction(task: Task, metric: BatchMetric, pred: torch.Tensor, target: torch.Tensor,
-                    values: torch.Tensor) -> float:
+                    values: torch.Tensor, budget: int | None = None) -> float:
     """Warn when ``metric``'s direction looks inverted: the baseline loss's Spearman against the oriented metric
-    ``values`` is below :data:`INVERTED_SPEARMAN` on (at most :data:`DIRECTION_BATCHES` of) the batches. Returns
-    that Spearman."""
+    ``values`` is below :data:`INVERTED_SPEARMAN` on (at most :data:`DIRECTION_BATCHES` of) the batches, the baseline
+    run in chunks sized by ``budget`` (bytes; ``None``: the default). Returns that Spearman."""
     n = min(DIRECTION_BATCHES, pred.shape[0])
+    chunk = chunk_count(pred[0].nbytes + target[0].nbytes, parse_budget(budget), n, FORWARD_COPIES)
     with torch.no_grad():
-        losses = task.baseline(pred[:n], target[:n])
+        losses = torch.cat([task.baseline(p, t) for p, t in zip(pred[:n].split(chunk), target[:n].split(chunk),
+                                                                strict=True)])
     rho = agreement(losses, values[:n], True)["spearman"]
     if rho < INVERTED_SPEARMAN:
         direction = "higher" if metric.higher_is_better else "lower"
@@ -159,7 +205,8 @@ def prepare_batches(
     outputs: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
     generator: torch.Generator,
 ) -> LearningBatches:
-    """Draw the G_R pool (with model outputs, half of it relabels G_M predictions), split G_M into learning and
+    """Draw the G_R pool (with model outputs, half of it is the trained-model regime made from the G_M learning batches:
+    :func:`~metricloss.learning.regimes.trained_regime`), split G_M into learning and
     held-out batches (without, the held-out batches are fresh G_R batches), and compute every metric value once."""
     learning = heldout = None
     if outputs is not None:
@@ -170,22 +217,26 @@ def prepare_batches(
         p_random, validation = 1.0, "random batches (G_R)"
     probe = task.random_batches(1, 1, torch.Generator())[0]
     per_batch = settings.batch_size * probe[0, 0].numel()
+    nbytes = task.batch_nbytes(settings.batch_size)
     requested = settings.pool_size if settings.pool_size is not None else task.default_pool_size
-    n_pool = check_int(pool_size(requested, per_batch, settings.batches_per_step), "pool_size", 2)
+    n_pool = check_int(pool_size(requested, per_batch, settings.batches_per_step, batch_nbytes=nbytes,
+                                 memory_budget=settings.memory_budget), "pool_size", 2)
     r_pred, r_target = task.random_batches(n_pool, settings.batch_size, generator)
     relabelled = 0
     if learning is not None:
         relabelled = n_pool // 2
         src = torch.randint(0, learning[0].shape[0], (relabelled,), generator=generator)
-        r_pred[:relabelled], r_target[:relabelled] = task.relabel(learning[0][src], learning[1][src], generator)
+        r_pred[:relabelled], r_target[:relabelled] = trained_regime(task, learning[0][src], learning[1][src], generator)
     if heldout is None:
-        heldout = task.random_batches(settings.validation_batches, settings.batch_size, generator)
+        n_val = heldout_count(settings.validation_batches, nbytes, settings.memory_budget)
+        heldout = task.random_batches(n_val, settings.batch_size, generator)
 
+    _warn_step_size(settings, nbytes)
     r_values = metric(r_pred, r_target)
     model = (*learning, metric(*learning)) if learning is not None else None
     v_values = metric(*heldout)
     _check_varies(metric.metric, "random batches", r_values)
     _check_varies(metric.metric, "validation batches", v_values)
-    check_direction(task, metric.metric, r_pred, r_target, r_values)
+    check_direction(task, metric.metric, r_pred, r_target, r_values, settings.memory_budget)
     return LearningBatches((r_pred, r_target, r_values), model, (*heldout, v_values), p_random, validation,
                            relabelled)

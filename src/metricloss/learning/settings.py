@@ -10,6 +10,7 @@ from typing import Any
 import torch.distributed as dist
 
 from .._checks import check_bool, check_choice, check_int, check_nonnegative, check_positive
+from .._memory import DEFAULT_MEMORY_BUDGET, parse_budget
 from ..objectives import OBJECTIVES
 from ..tasks.base import Task
 
@@ -25,7 +26,8 @@ class LearnSettings:
 
     Field meanings are those of :func:`metricloss.learn`'s arguments; ``max_steps`` is ``steps``,
     ``net_config`` the surrogate network's configuration, ``p_random`` and ``pool_size`` what was asked for
-    (``None``: decided by the batch preparation, see :mod:`metricloss.learning.batches`).
+    (``None``: decided by the batch preparation, see :mod:`metricloss.learning.batches`), ``memory_budget`` the
+    budget in bytes the pool, the held-out batches and the measurement chunks are sized by (:mod:`metricloss._memory`).
     """
 
     objective: str
@@ -51,6 +53,7 @@ class LearnSettings:
     gradient_probe: int
     distributed: bool = False
     metric_workers: int = 1
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     @classmethod
     def resolve(cls, task: Task, *, objective: str = "spearman", steps: int | None = None,
@@ -60,7 +63,7 @@ class LearnSettings:
                 eval_every: int = 25, patience: int = 6, rank_strength: float = 10.0, seed: int = 0,
                 progress: bool = True, checkpoint: str | Path | None = None, gradient_weight: float = 0.0,
                 directions: int = 8, sigma: float = 0.3, gradient_probe: int = 64, distributed: bool | None = None,
-                metric_workers: int = 1) -> LearnSettings:
+                metric_workers: int = 1, memory_budget: int | float | str | None = None) -> LearnSettings:
         """Check every argument (errors name it) and fill the task's defaults."""
         check_choice(objective, "objective", OBJECTIVES)
         gradient_weight = check_nonnegative(gradient_weight, "gradient_weight")
@@ -93,6 +96,7 @@ class LearnSettings:
             gradient_probe=check_int(gradient_probe, "gradient_probe", 0),
             distributed=_distributed(distributed, gradient_weight, batches_per_step),
             metric_workers=check_int(metric_workers, "metric_workers", 1),
+            memory_budget=parse_budget(memory_budget),
         )
 
     @property

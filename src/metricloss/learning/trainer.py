@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._checkpoint import load_progress, save_progress
+from .._memory import chunk_count
 from ..evaluation import agreement, gradient_agreement, metric_changes
 from ..objectives import approximation_objective, gradient_objective, gradient_penalty, rank_objective
 from .batches import LearningBatches, StepBatches, TimedMetric
@@ -36,6 +37,9 @@ __all__ = ["Checkpointing", "DistributedTrainer", "EarlyStopping", "Trainer"]
 
 #: Steps in a row whose objective or gradient may be non-finite before learning gives up.
 MAX_NONFINITE = 10
+#: Copies of a batch's predictions a surrogate net's forward pass is assumed to hold (its features, activations):
+#: validation chunks are sized by it against the memory budget.
+FORWARD_COPIES = 4
 
 
 @dataclass
@@ -143,11 +147,13 @@ class Trainer:
             if s.objective == "gradient":
                 n = max(s.gradient_probe, 8)
                 score = gradient_agreement(self.model, self.metric.metric, v_pred[:n], v_target[:n],
-                                           directions=s.directions, sigma=s.sigma, seed=s.seed)
+                                           directions=s.directions, sigma=s.sigma, seed=s.seed,
+                                           memory_budget=s.memory_budget)
             else:
+                chunk = chunk_count(v_pred[0].nbytes, s.memory_budget, 256, FORWARD_COPIES)
                 with torch.no_grad():
                     losses = torch.cat([self.model(p, t) for p, t in
-                                        zip(v_pred.split(256), v_target.split(256), strict=True)])
+                                        zip(v_pred.split(chunk), v_target.split(chunk), strict=True)])
                 if not bool(torch.isfinite(losses).all()):
                     return -math.inf
                 score = agreement(losses, v_values, True)["spearman"]

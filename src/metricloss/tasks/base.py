@@ -8,6 +8,7 @@ network returns one loss per batch, ``(N,)``.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_class_batch, check_int
+from .._checks import check_class_batch, check_int, check_size_range
 from ..metrics.base import Metric
 
 __all__ = ["TASKS", "ClassIndexTask", "Task", "get_task", "register_task"]
@@ -84,28 +85,75 @@ class Task(ABC):
         """Optional G_R variant on real model outputs; by default the batches are returned unchanged."""
         return pred, target
 
+    def batch_nbytes(self, batch_size: int) -> int:
+        """Bytes one stored batch of ``batch_size`` takes (its ``pred`` and ``target``): what pools, held-out sets
+        and measurement chunks are sized by against the memory budget (:mod:`metricloss._memory`).
+
+        By default measured on one batch drawn from G_R (a fixed seed, so the answer is stable); a family whose
+        batches differ in size (lengths drawn from a range) or that stores them compactly overrides it with the
+        largest a stored batch can take.
+        """
+        pred, target = self.random_batches(1, check_int(batch_size, "batch_size", 1), torch.Generator().manual_seed(0))
+        return int(pred.nbytes + target.nbytes)
+
 
 class ClassIndexTask(Task):
-    """The shared half of the families whose predictions are logits ``(B, C)`` over ``C = num_classes`` classes and
-    whose targets are int64 class indices ``(B,)`` (classification, ordinal): shape, checks and the cross-entropy
-    baseline."""
+    """The shared half of the families whose predictions are logits ``(B, C)`` and whose targets are int64 class
+    indices ``(B,)`` (classification, ordinal): shape, checks and the cross-entropy baseline.
+
+    ``num_classes`` is the number of classes G_R draws batches with: one integer, or a range ``(low, high)`` from
+    which each G_R batch draws its own ``C`` (:meth:`draw_classes`). Stacks hold one width, so a batch with fewer
+    classes than ``high`` is padded with *absent* classes, whose logits are ``-inf``: softmax gives them probability
+    0, no arg-max or top-k picks them before a present class, and no target names one. Every built-in metric and
+    surrogate of the two families gives a padded batch the value of the unpadded one; a metric of your own that
+    counts classes from ``pred.shape[-1]`` sees ``high``.
+
+    The surrogates are size-agnostic: :meth:`check` accepts any ``C >= 2`` (``num_classes`` says only which sizes a
+    surrogate was learned on); a network tied to one ``C`` (LS-ED's class embedding) raises its own error, naming
+    what would serve another ``C``.
+    """
 
     baseline_name = "cross-entropy"
     #: The letter the error messages use for the number of classes.
     class_letter: ClassVar[str] = "C"
+    #: How a range of ``num_classes`` is drawn: ``"log"`` (log-uniform, for ranges over decades) or ``"uniform"``.
+    class_draw: ClassVar[str] = "log"
 
-    def __init__(self, num_classes: int) -> None:
-        self.num_classes = check_int(num_classes, "num_classes", 2)
+    def __init__(self, num_classes: int | tuple[int, int] | list[int]) -> None:
+        #: The smallest and the largest number of classes G_R draws (equal for one integer).
+        self.min_classes, self.num_classes = check_size_range(num_classes, "num_classes", 2)
 
     def config(self) -> dict[str, Any]:
-        return {"num_classes": self.num_classes}
+        if self.min_classes == self.num_classes:
+            return {"num_classes": self.num_classes}
+        return {"num_classes": [self.min_classes, self.num_classes]}
 
     def check(self, pred: torch.Tensor, target: torch.Tensor, *, stacked: bool = False) -> None:
-        check_class_batch(pred, target, self.num_classes, stacked=stacked, letter=self.class_letter)
+        check_class_batch(pred, target, None, stacked=stacked, letter=self.class_letter)
 
     def baseline(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ce = F.cross_entropy(pred.flatten(0, -2), target.flatten().long(), reduction="none")
         return ce.view(target.shape).mean(dim=-1)
+
+    def draw_classes(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """The number of classes of each of ``n`` G_R batches, ``(n,)`` int64, drawn from ``num_classes``'s range
+        (:attr:`class_draw`); ``None`` for one integer (no draw, so a fixed size draws exactly what it always did)."""
+        low, high = self.min_classes, self.num_classes
+        if low == high:
+            return None
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        if self.class_draw == "log":
+            sizes = torch.exp(math.log(low) + u * (math.log(high + 1) - math.log(low))).floor()
+        else:
+            sizes = (low + u * (high + 1 - low)).floor()
+        return sizes.long().clamp(low, high)
+
+    @staticmethod
+    def absent(classes: torch.Tensor | None, width: int) -> torch.Tensor | None:
+        """``(n, 1, width)`` mask of the padded (absent) classes of batches with ``classes`` ``(n,)`` classes."""
+        if classes is None:
+            return None
+        return (torch.arange(width) >= classes.view(-1, 1, 1))
 
 
 TASKS: dict[str, type[Task]] = {}

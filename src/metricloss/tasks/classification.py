@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_int, check_tied_classes
 from ..metrics.base import Metric
 from ..metrics.classification import BUILTINS
 from ._nets import mlp
@@ -61,21 +62,39 @@ CLASS_FEATURES = ("tp", "fp", "fn", "support", "recall", "precision", "f1", "pre
 
 
 def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[str, ...]) -> torch.Tensor:
-    """Per-sample features ``(..., B, F)`` of logits ``(..., B, C)`` and targets ``(..., B)``."""
-    target = target.long()
+    r"""Per-sample features ``(..., B, F)`` of logits ``(..., B, C)`` and targets ``(..., B)``, for any ``C >= 2``.
+
+    ``target_prob`` :math:`p_y`, ``log_target_prob`` :math:`\max(\log p_y, -30)/10` and ``margin``
+    :math:`p_y - \max_{c \ne y} p_c`. The best other class is found without autograd (its index), and the
+    probabilities of the target and of that class are gathered from one log-softmax, so a forward+backward pass costs
+    about one cross-entropy plus one max over the logits: this is what keeps the surrogate's cost near
+    cross-entropy's at ``C = 1000``. Classes with logit ``-inf`` (absent classes of
+    :class:`~metricloss.tasks.base.ClassIndexTask`) get probability 0.
+
+    Example:
+        >>> z = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])
+        >>> class_features(z, torch.tensor([2, 1]), ("target_prob", "margin"))
+        tensor([[ 0.2447, -0.4205],
+                [ 0.9094,  0.8642]])
+    """
+    target = target.long().unsqueeze(-1)
     logp = logits.log_softmax(dim=-1)
-    logp_y = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    p = logp.exp()
-    p_y = logp_y.exp()
+    index = target
+    if "margin" in features:
+        with torch.no_grad():
+            other = logits.detach().scatter(-1, target, float("-inf")).max(dim=-1, keepdim=True).indices
+        index = torch.cat([target, other], dim=-1)
+    picked = logp.gather(-1, index)  # (..., B, 1 or 2): log p_y and, for the margin, log p of the best other class
+    logp_y = picked[..., 0]
     out = []
     for name in features:
         if name == "target_prob":
-            out.append(p_y)
+            out.append(logp_y.exp())
         elif name == "log_target_prob":
             out.append(logp_y.clamp_min(-30.0) / 10)
         elif name == "margin":
-            other = p.scatter(-1, target.unsqueeze(-1), float("-inf")).amax(dim=-1)
-            out.append(p_y - other)
+            probs = picked.exp()
+            out.append(probs[..., 0] - probs[..., 1])
     return torch.stack(out, dim=-1)
 
 
@@ -194,10 +213,12 @@ class LSEDNet(nn.Module):
 
     def __init__(self, num_classes: int, embedding: int = 16, hidden: int = 64) -> None:
         super().__init__()
+        self.num_classes = check_int(num_classes, "num_classes", 2)
         self.phi = nn.Sequential(nn.Linear(num_classes, hidden), nn.ELU(), nn.Linear(hidden, embedding))
         self.psi = nn.Embedding(num_classes, embedding)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_tied_classes(logits.shape[-1], self.num_classes, tied_to="LS-ED's class embedding")
         diff = self.phi(logits.softmax(dim=-1)) - self.psi(target.long())
         # sqrt with a floor keeps the gradient finite when an embedding lands exactly on its target's.
         return (diff.square().sum(dim=-1) + 1e-12).sqrt().mean(dim=-1)
@@ -210,7 +231,7 @@ class ClassificationTask(ClassIndexTask):
     name = "classification"
     default_metric = "accuracy"
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int | tuple[int, int] | list[int]) -> None:
         super().__init__(num_classes)
         #: Share of G_R batches from the imbalanced regime (0: the authors' regime alone), and whether the default
         #: net is the batch net; :meth:`for_metric` sets both for the class-averaged metrics.
@@ -233,7 +254,9 @@ class ClassificationTask(ClassIndexTask):
         self, n: int, batch_size: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """G_R: a share :attr:`imbalanced_share` of the batches imbalanced, the rest from the authors' regime (see the
-        module docstring)."""
+        module docstring). With a range of ``num_classes``, the authors' regime draws each batch's C from it (absent
+        classes padded with ``-inf``, :class:`~metricloss.tasks.base.ClassIndexTask`); the imbalanced regime draws
+        at the largest C."""
         if self.imbalanced_share == 0:
             return self._uniform_batches(n, batch_size, generator)
         pick = torch.rand(n, generator=generator) < self.imbalanced_share
@@ -246,14 +269,21 @@ class ClassificationTask(ClassIndexTask):
 
     def _uniform_batches(self, n: int, batch_size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.num_classes
+        classes = self.draw_classes(n, g)  # None for one C: the draws below are then exactly the fixed-C ones
+        absent = self.absent(classes, c)
         # Logit scale log-uniform in [0.3, 12]: from nearly uniform to very confident outputs.
         scale = torch.exp(torch.empty(n, 1, 1).uniform_(math.log(0.3), math.log(12.0), generator=g))
         logits = torch.randn(n, batch_size, c, generator=g) * scale
+        if absent is not None:
+            logits = logits.masked_fill(absent, float("-inf"))
         target = logits.argmax(dim=-1)
         # Re-draw a uniformly random fraction of the labels in each batch.
         frac = torch.rand(n, 1, generator=g)
         redraw = torch.rand(n, batch_size, generator=g) < frac
-        random_labels = torch.randint(0, c, (n, batch_size), generator=g)
+        if classes is None:
+            random_labels = torch.randint(0, c, (n, batch_size), generator=g)
+        else:
+            random_labels = (torch.rand(n, batch_size, generator=g) * classes.view(-1, 1)).long()
         target = torch.where(redraw, random_labels, target)
         # A quarter of the batches: boost the target logit by a random amount so "barely right" and
         # "confidently right" batches both occur at every accuracy.
@@ -290,7 +320,7 @@ class ClassificationTask(ClassIndexTask):
         n, b = target.shape
         frac = torch.rand(n, 1, generator=generator)
         redraw = torch.rand(n, b, generator=generator) < frac
-        random_labels = torch.randint(0, self.num_classes, (n, b), generator=generator)
+        random_labels = torch.randint(0, pred.shape[-1], (n, b), generator=generator)
         return pred, torch.where(redraw, random_labels, pred.argmax(dim=-1))
 
     def default_net_config(self) -> dict[str, Any]:
@@ -306,6 +336,9 @@ class ClassificationTask(ClassIndexTask):
         config = dict(net_config)
         kind = config.pop("kind", "mlp")
         if kind == "lsed":
+            if self.min_classes != self.num_classes:
+                raise ValueError(f"`net` kind 'lsed' embeds each of C classes, so it serves one C; got a range "
+                                 f"num_classes={list(self.config()['num_classes'])}: pass one integer")
             return LSEDNet(self.num_classes, **config)
         if kind == "batch":
             return BatchClassificationNet(**config)

@@ -11,8 +11,9 @@ target :math:`y_b`, every sample gets features that know which classes are near 
           \frac{\mathbb E_q[k]}{K-1}\Big),
 
 and ``features`` can add the same quantities under :math:`p` (``expected_error``, ``near``, ``expected``), the
-target probability :math:`p_{y_b}` and the masses :math:`P_p(k < y_b)`, :math:`P_p(k > y_b)`. ELU MLPs map them to
-the loss, pooled over the batch in one of two ways:
+target probability :math:`p_{y_b}`, the masses :math:`P_p(k < y_b)`, :math:`P_p(k > y_b)` and ``span``
+:math:`\log(K - 1)`, which lets one net rank batches of different ``K`` by an error counted in classes (MAE). ELU
+MLPs map them to the loss, pooled over the batch in one of two ways:
 
 - ``pool="mean"`` (decomposable, as MAE and within-one accuracy are per-sample means):
   :math:`L = \frac1B\sum_b \mathrm{MLP}(f_b)`;
@@ -65,7 +66,7 @@ from .base import ClassIndexTask, register_task
 __all__ = ["OrdinalNet", "OrdinalTask", "ordinal_features"]
 
 FEATURES = ("expected_error", "target_prob", "below", "above", "near", "expected", "target",
-            "sharp_error", "sharp_near", "sharp_expected")
+            "sharp_error", "sharp_near", "sharp_expected", "span")
 #: The default: only features that do not change with the logit scale, as the metrics do not.
 DEFAULT_FEATURES = ("target", "sharp_error", "sharp_near", "sharp_expected")
 #: Floor of the logits' spread in the ``sharp_*`` features (surrogates saved before it was stored in their config
@@ -82,18 +83,31 @@ def ordinal_features(logits: torch.Tensor, target: torch.Tensor, features: tuple
     arg-max that does not change with the logit scale while the spread is above :math:`\epsilon`. The floor bounds
     their gradient: :math:`\lVert\partial q / \partial z\rVert \le \beta / (2\max(\mathrm{sd}(z), \epsilon))`;
     below it, :math:`q` is a softmax at the fixed temperature :math:`\epsilon/\beta`.
+
+    Any ``K >= 2``: classes whose logit is ``-inf`` are absent (a G_R batch padded to a wider ``K``); ``K`` in the
+    divisions by ``K - 1`` and in the spread counts the present classes of each sample.
+
+    Example:
+        >>> z = torch.tensor([[0.0, 2.0, 0.0, float("-inf")]])  # K = 3, padded to 4
+        >>> ordinal_features(z, torch.tensor([2]), ("target", "expected"))
+        tensor([[1.0000, 0.5000]])
     """
-    k = logits.shape[-1]
     target = target.long()
+    # Absent classes (logit -inf: a G_R batch padded to a wider K, ClassIndexTask) are not counted: K is per sample.
+    present = logits > float("-inf")
+    k = present.sum(dim=-1, keepdim=True).to(logits.dtype)  # (..., B, 1)
     p = logits.softmax(dim=-1)
-    classes = torch.arange(k, device=logits.device, dtype=logits.dtype)
-    norm = max(k - 1, 1)
+    classes = torch.arange(logits.shape[-1], device=logits.device, dtype=logits.dtype)
+    norm = (k - 1).clamp_min(1).squeeze(-1)
     expected = (p * classes).sum(-1)
     offset = classes - target.unsqueeze(-1).to(logits.dtype)  # (..., B, K): class minus target
     y = target.to(logits.dtype)
     if any(name.startswith("sharp_") for name in features):
-        sd = logits.std(dim=-1, keepdim=True, correction=0).clamp_min(spread_floor)
-        q = (sharpness * logits / sd).softmax(dim=-1)
+        # The spread over the present classes, floored before the square root (finite gradient at zero spread).
+        z = logits.masked_fill(~present, 0.0)
+        centred = (z - z.sum(-1, keepdim=True) / k).masked_fill(~present, 0.0)
+        sd = (centred.square().sum(-1, keepdim=True) / k).clamp_min(spread_floor ** 2).sqrt()
+        q = torch.where(present, sharpness * z / sd, float("-inf")).softmax(dim=-1)
         sharp_expected = (q * classes).sum(-1)
     out = []
     for name in features:
@@ -117,6 +131,8 @@ def ordinal_features(logits: torch.Tensor, target: torch.Tensor, features: tuple
             out.append((q * (offset.abs() <= 1)).sum(-1))
         elif name == "sharp_expected":
             out.append(sharp_expected / norm)
+        elif name == "span":
+            out.append(norm.log().expand_as(y))
     return torch.stack(out, dim=-1)
 
 
@@ -156,25 +172,35 @@ class OrdinalNet(nn.Module):
         return self.rho(emb.mean(dim=-2)).squeeze(-1)
 
 
-def displace(classes: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+def displace(classes: torch.Tensor, num_classes: int | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     r"""Move a uniformly random fraction of each batch's classes ``(N, B)`` to other ordered classes.
 
     Per batch, the moved samples are, with probability 0.6, shifted by offsets of size
     :math:`\lceil |z|\,\lambda \rceil` (:math:`z` standard normal, :math:`\lambda` log-uniform in [0.3, K]) in a
     direction that leans up or down by a random bias; with probability 0.2 sent to uniformly random classes; and
     with probability 0.2 mirrored, :math:`k \mapsto K - 1 - k` (anti-ordered predictions, negative kappa). Results
-    are clipped to [0, K - 1].
+    are clipped to [0, K - 1]. ``num_classes``: one ``K``, or one per batch, ``(N,)``.
     """
     g, k = generator, num_classes
     n, b = classes.shape
     frac = torch.rand(n, 1, generator=g)
     moved = torch.rand(n, b, generator=g) < frac
-    size = torch.exp(torch.empty(n, 1).uniform_(math.log(0.3), math.log(k), generator=g))
+    if isinstance(k, torch.Tensor):  # one K per batch
+        k = k.view(n, 1)
+        log_k = k.to(torch.float32).log()
+        size = torch.exp(math.log(0.3) + torch.rand(n, 1, generator=g) * (log_k - math.log(0.3)))
+    else:
+        size = torch.exp(torch.empty(n, 1).uniform_(math.log(0.3), math.log(k), generator=g))
     step = (torch.randn(n, b, generator=g).abs() * size).ceil().clamp_min(1)
     p_up = torch.rand(n, 1, generator=g)
     sign = torch.where(torch.rand(n, b, generator=g) < p_up, 1.0, -1.0)
-    shifted = (classes + (sign * step).long()).clamp(0, k - 1)
-    uniform = torch.randint(0, k, (n, b), generator=g)
+    shifted = classes + (sign * step).long()
+    if isinstance(k, torch.Tensor):
+        shifted = torch.minimum(shifted.clamp_min(0), k - 1)
+        uniform = (torch.rand(n, b, generator=g) * k).long()
+    else:
+        shifted = shifted.clamp(0, k - 1)
+        uniform = torch.randint(0, k, (n, b), generator=g)
     mirrored = k - 1 - classes
     mode = torch.rand(n, 1, generator=g)
     other = torch.where(mode < 0.6, shifted, torch.where(mode < 0.8, uniform, mirrored))
@@ -191,7 +217,9 @@ class OrdinalTask(ClassIndexTask):
     class_letter = "K"
     stored_net_defaults: ClassVar[dict[str, Any]] = {"spread_floor": 1e-3}
 
-    def __init__(self, num_classes: int) -> None:
+    class_draw = "uniform"
+
+    def __init__(self, num_classes: int | tuple[int, int] | list[int]) -> None:
         super().__init__(num_classes)
 
     @property
@@ -202,17 +230,23 @@ class OrdinalTask(ClassIndexTask):
         self, n: int, batch_size: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         g, k, b = generator, self.num_classes, batch_size
+        classes = self.draw_classes(n, g)  # None for one K: the draws below are then exactly the fixed-K ones
+        absent = self.absent(classes, k)
         # Class distribution per batch: softmax of random logits at a random sharpness (uniform .. one class).
         sharp = torch.empty(n, 1).uniform_(0.0, 4.0, generator=g)
-        weights = (torch.randn(n, k, generator=g) * sharp).softmax(dim=-1)
-        target = torch.multinomial(weights, b, replacement=True, generator=g)
-        predicted = displace(target, k, g)
+        weights = torch.randn(n, k, generator=g) * sharp
+        if absent is not None:
+            weights = weights.masked_fill(absent[:, 0], float("-inf"))
+        target = torch.multinomial(weights.softmax(dim=-1), b, replacement=True, generator=g)
+        predicted = displace(target, k if classes is None else classes, g)
         # Logits at a random scale; in some batches unimodal around the predicted class.
         scale = torch.exp(torch.empty(n, 1, 1).uniform_(math.log(0.3), math.log(8.0), generator=g))
         logits = torch.randn(n, b, k, generator=g) * scale
         dist = (torch.arange(k).view(1, 1, k) - predicted.unsqueeze(-1)).abs().float()
         peak = torch.empty(n, 1, 1).uniform_(-1.0, 1.5, generator=g).clamp_min(0) * scale
         logits = logits - peak * dist
+        if absent is not None:
+            logits = logits.masked_fill(absent, float("-inf"))
         # Make the predicted class the arg-max by a random margin.
         others = logits.scatter(-1, predicted.unsqueeze(-1), float("-inf")).amax(dim=-1)
         gap = (torch.rand(n, b, generator=g) * 1.5 + 0.01) * scale.squeeze(-1)
@@ -223,7 +257,7 @@ class OrdinalTask(ClassIndexTask):
         self, pred: torch.Tensor, target: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Real logits kept; targets are their arg-max moved by :func:`displace` (G_R's offsets)."""
-        return pred, displace(pred.argmax(dim=-1), self.num_classes, generator)
+        return pred, displace(pred.argmax(dim=-1), pred.shape[-1], generator)
 
     def default_net_config(self) -> dict[str, Any]:
         return {"features": list(DEFAULT_FEATURES), "pool": "deepsets", "hidden": 64, "depth": 2, "embedding": 32,

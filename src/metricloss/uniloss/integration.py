@@ -68,7 +68,7 @@ def build_uniloss(
     pred, target, validation = heldout_batches(s, outputs, validation_batches, torch.Generator().manual_seed(seed),
                                                shuffle=False)
     loss_fn.report = measure(loss_fn, s.task, s.metric, (pred, target), method="uniloss", validation=validation,
-                             settings=loss_fn.config(), started=t0)
+                             settings=loss_fn.config(), started=t0, real_outputs=outputs is not None)
     return loss_fn
 
 

@@ -26,7 +26,8 @@ def pretrained(name: str, **task_kwargs: Any) -> MetricLoss:
     """Load a shipped surrogate, e.g. ``pretrained("classification-accuracy")``.
 
     Task shape arguments (e.g. ``num_classes=100``) replace those it was learned with, for surrogates whose
-    network does not depend on them; its model card says for which shapes its numbers were measured.
+    network does not depend on them (the classification and ordinal surrogates need none: they take any number of
+    classes as they are); its model card says for which shapes its numbers were measured.
     """
     names = available()
     if name not in names:
