@@ -350,9 +350,14 @@ def test_rank_objective_tends_to_exact_spearman():
 # the batch-level net (soft confusion matrix) and the imbalanced G_R
 
 
-def _naive_class_statistics(logits: torch.Tensor, target: torch.Tensor) -> list[list[float]]:
+def _naive_class_statistics(logits: torch.Tensor, target: torch.Tensor, sharpness: float = 1.0) -> list[list[float]]:
     """Per-class soft TP, FP, FN, support, recall, precision, F1, present of one batch, in Python floats."""
-    probs = logits.double().softmax(-1).tolist()
+    rows = logits.double().tolist()
+    probs = []
+    for row in rows:  # softmax(sharpness * z), written out
+        top = max(row)
+        e = [math.exp(sharpness * (v - top)) for v in row]
+        probs.append([v / sum(e) for v in e])
     labels = target.tolist()
     b, c = len(labels), len(probs[0])
     rows = []
@@ -365,29 +370,35 @@ def _naive_class_statistics(logits: torch.Tensor, target: torch.Tensor) -> list[
     return rows
 
 
+@pytest.mark.parametrize("sharpness", [1.0, 4.0, 0.25])
 @pytest.mark.parametrize(("b", "c", "seed"), [(1, 2, 0), (7, 5, 1), (40, 12, 2)])
-def test_class_statistics_equal_naive_loop(b, c, seed):
+def test_class_statistics_equal_naive_loop(b, c, seed, sharpness):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(3, b, c, generator=g, dtype=torch.float64) * 3
     target = torch.randint(0, min(c, 3), (3, b), generator=g)  # classes >= 3 absent
-    stats = class_statistics(logits, target)
+    stats = class_statistics(logits, target, sharpness) if sharpness != 1.0 else class_statistics(logits, target)
     assert stats.shape == (3, c, len(CLASS_FEATURES))
     for i in range(3):
-        expected = torch.tensor(_naive_class_statistics(logits[i], target[i]), dtype=torch.float64)
+        expected = torch.tensor(_naive_class_statistics(logits[i], target[i], sharpness), dtype=torch.float64)
         assert torch.allclose(stats[i], expected, atol=1e-12)
 
 
-def _batch_net(seed: int = 0) -> BatchClassificationNet:
+#: The first batch net (per-sample term, sharpness 1) and the default's shape (batch term alone, two sharpnesses).
+BATCH_VARIANTS = ({}, {"sample": False, "sharpness": (1.0, 4.0)})
+
+
+def _batch_net(seed: int = 0, **config) -> BatchClassificationNet:
     torch.manual_seed(seed)
-    net = BatchClassificationNet(hidden=16, depth=2, class_hidden=8).double()
+    net = BatchClassificationNet(hidden=16, depth=2, class_hidden=8, **config).double()
     with torch.no_grad():  # the batch term starts at zero; give it weights so the tests see it
         net.rho[-1].weight.normal_()
         net.rho[-1].bias.normal_()
     return net
 
 
-def test_batch_net_is_permutation_invariant_over_samples_and_equivariant_over_classes():
-    net = _batch_net()
+@pytest.mark.parametrize("config", BATCH_VARIANTS)
+def test_batch_net_is_permutation_invariant_over_samples_and_equivariant_over_classes(config):
+    net = _batch_net(**config)
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(4, 24, 6, generator=g, dtype=torch.float64) * 2
     target = torch.randint(0, 4, (4, 24), generator=g)
@@ -399,9 +410,10 @@ def test_batch_net_is_permutation_invariant_over_samples_and_equivariant_over_cl
     assert torch.allclose(net(logits[..., classes], inverse[target]), out, atol=1e-12)
 
 
+@pytest.mark.parametrize("config", BATCH_VARIANTS)
 @pytest.mark.parametrize(("b", "c"), [(1, 2), (3, 7), (64, 10), (256, 1000)])
-def test_batch_net_serves_any_batch_size_and_class_count(b, c):
-    net = _batch_net().float()
+def test_batch_net_serves_any_batch_size_and_class_count(b, c, config):
+    net = _batch_net(**config).float()
     g = torch.Generator().manual_seed(2)
     out = net(torch.randn(2, b, c, generator=g), torch.randint(0, c, (2, b), generator=g))
     assert out.shape == (2,) and bool(torch.isfinite(out).all())
@@ -414,8 +426,40 @@ def test_untrained_batch_net_equals_its_per_sample_term():
     assert torch.equal(net(logits, target), net.sample(logits, target))
 
 
-def test_batch_net_gradcheck_in_logits():
-    net = _batch_net(4)
+def test_batch_net_without_per_sample_term_is_rho_of_pooled_class_statistics():
+    """``sample=False``: the loss is the batch term alone, computed here step by step from the statistics."""
+    net = _batch_net(7, sample=False, sharpness=(1.0, 4.0))
+    assert net.sample is None
+    g = torch.Generator().manual_seed(8)
+    logits = torch.randn(3, 20, 5, generator=g, dtype=torch.float64) * 3
+    target = torch.randint(0, 3, (3, 20), generator=g)  # classes 3, 4 absent
+    for i in range(3):
+        stats = torch.cat([class_statistics(logits[i], target[i], t) for t in (1.0, 4.0)], dim=-1)  # (C, 16)
+        h = net.psi(stats)
+        present = target[i].bincount(minlength=5) > 0
+        pooled = torch.cat([h.mean(dim=0), h[present].mean(dim=0)])
+        assert torch.allclose(net(logits[i], target[i]), net.rho(pooled).squeeze(-1), atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [(), [0.0], [1.0, -4.0], [float("inf")], "14", 4.0, [None]])
+def test_batch_net_rejects_bad_sharpness(bad):
+    with pytest.raises(ValueError, match="`sharpness` must be a non-empty list of positive numbers"):
+        BatchClassificationNet(sharpness=bad)
+
+
+def test_batch_net_configs_saved_before_its_options_build_the_first_net():
+    """A ``kind="batch"`` config without ``sample`` / ``sharpness`` (the shipped file's) builds the first version:
+    per-sample term, statistics at sharpness 1, batch term starting at zero."""
+    torch.manual_seed(9)
+    net = ClassificationTask(4).build_net(kind="batch", features=["target_prob", "margin"], class_hidden=8)
+    assert net.sample is not None and net.sharpness == (1.0,) and net.psi[0][0].in_features == len(CLASS_FEATURES)
+    logits, target = torch.randn(3, 9, 4), torch.randint(0, 4, (3, 9))
+    assert torch.equal(net(logits, target), net.sample(logits, target))
+
+
+@pytest.mark.parametrize("config", BATCH_VARIANTS)
+def test_batch_net_gradcheck_in_logits(config):
+    net = _batch_net(4, **config)
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(2, 5, 4, generator=g, dtype=torch.float64).requires_grad_(True)
     target = torch.tensor([[0, 0, 1, 1, 0], [2, 2, 2, 0, 1]])
@@ -442,7 +486,8 @@ def test_class_statistics_gradient_is_bounded_for_any_scale_and_batch(scale, b):
 
 def test_default_net_is_per_sample_and_batch_net_config_builds_the_batch_net(task):
     assert type(task.build_net(**task.default_net_config())) is ClassificationNet
-    assert isinstance(task.build_net(**BATCH_NET), BatchClassificationNet)
+    net = task.build_net(**BATCH_NET)
+    assert isinstance(net, BatchClassificationNet) and net.sample is None and net.sharpness == (1.0, 4.0)
     with pytest.raises(ValueError, match="kind must be 'batch', 'mlp' or 'lsed'"):
         task.build_net(kind="deepsets")
 
