@@ -1,38 +1,62 @@
 r"""Sequence generation scored per sentence (BLEU, chrF, edit distance, ...): logits ``(B, T, V)``, tokens ``(B, T)``.
 
-Call shapes: ``pred`` is token logits ``(B, T, V)`` with ``T <= max_length`` and ``V = vocab_size``; ``target`` is
-token indices ``(B, T)``, int64, padded with ``-100`` (``cross_entropy``'s ``ignore_index``); every sentence holds at
-least one token. Stacks add a leading ``N``. Metrics decode greedily, the arg-max token at every non-padding
+Call shapes: ``pred`` is token logits ``(B, T, V)``, any V >= 2 and any T up to :data:`MAX_LENGTH` (1024);
+``target`` is token indices ``(B, T)`` in ``[0, V)``, int64, padded with ``-100`` (``cross_entropy``'s
+``ignore_index``); every sentence holds at least one token. Stacks add a leading ``N``, and batches of different
+lengths stack padded with -100 (bucketed batches). Metrics decode greedily, the arg-max token at every non-padding
 position (see :mod:`metricloss.metrics.sequence`), so a non-autoregressive model's per-position logits are scored
 directly; with ``pad_id`` that id means "no token" and is dropped before scoring.
 
-Surrogate (ReLoss, appendix A.1: the classification MLP with self-attention added for sequences). For each
-sentence :math:`b` and valid position :math:`t`, with :math:`p_t = \mathrm{softmax}(z_{b,t})`, a feature vector
+**Surrogate** (ReLoss, appendix A.1: a per-token MLP with context for sequences). For each sentence :math:`b` and
+valid position :math:`t`, with logits :math:`z = z_{b,t}`, arg-max :math:`a`, :math:`z_1 = z_a` and runner-up
+logit :math:`z_2`, the default features (:func:`logit_features`) are
 
-.. math:: \phi_t = \big(p_t(y_t),\; \max_c p_t(c),\; p_t(y_t) - \max_{c \ne y_t} p_t(c),\;
-          [\arg\max p_t = y_t],\; p_t(y_{t+k})_{0 < |k| \le w} \big)
+.. math:: \phi_t = \big(e^{z_{y_t} - z_1},\; \sigma(z_{y_t} - \max_{c \ne y_t} z_c),\; [a = y_t],\;
+          e^{z_{y_{t+k}} - z_1}\,{}_{0 < |k| \le w},\; 1 - e^{z_2 - z_1}\big)
 
-(the default features). The neighbour probabilities :math:`p_t(y_{t+k})` let the network see shifted, inserted
-and deleted tokens, which BLEU forgives in part and a position-wise loss does not; the indicator
-:math:`[\arg\max p_t = y_t]` tells it what the metric sees and carries no gradient (the gradient flows through the
-probabilities). Optional features: ``log_target_prob``, ``soft_match`` (:math:`\sigma(z_y - \max_{c \ne y} z_c)`)
-and, with ``pad_id``, ``pad_prob`` (:math:`p_t(\mathrm{pad})`, on by default then). :math:`\phi_t` is embedded,
-:math:`h_t = W\phi_t + \mathrm{PE}(t)` (sinusoidal), passed through pre-norm self-attention blocks masked to the
-valid positions (one by default), averaged over them, and mapped by an ELU MLP to one number per sentence; the loss
-of a batch is the mean over its sentences,
+(and :math:`e^{z_\mathrm{pad} - z_1}` with ``pad_id``). They are logits *relative to the arg-max*: no softmax over
+the vocabulary is taken, so they do not depend on V -- a batch whose other ids all lie below the runner-up has the
+same features at V = 100 or V = 32000 -- and a call on ``(B, T, 32000)`` logits costs one top-2 pass and a gather
+(the gradient reaches only the gathered columns). The neighbour terms :math:`e^{z_{y_{t+k}} - z_1}` let the network
+see shifted, inserted and deleted tokens, which BLEU forgives in part and a position-wise loss does not; the
+indicator :math:`[a = y_t]` tells it what the metric sees and carries no gradient. :math:`\phi_t` is embedded,
+:math:`h_t = W\phi_t + \mathrm{PE}(r_t)` where :math:`r_t = t / (n_b - 1)` is the *relative* place in the
+sentence (:func:`relative_positions`: no length is unseen, so a net learned at T <= 24 serves T = 1024), mixed
+with its neighbours by a residual convolution block (:class:`ConvBlock`, kernel 3, linear in T), averaged over the
+valid positions and mapped by an ELU MLP to one number per sentence; the loss of a batch is the mean over its
+sentences,
 
 .. math:: L(z, y) = \frac1B \sum_b \mathrm{MLP}\Big(\frac{1}{|\mathcal{V}_b|}\sum_{t \in \mathcal{V}_b}
           \mathrm{Enc}(h)_{t}\Big).
 
-None of the inputs depend on ``vocab_size`` or ``max_length``, so a learned net applies to other shapes. The
-attention is written out (not ``nn.MultiheadAttention``) because PyTorch's fused attention kernels have no
-second derivative, which the learner's gradient penalty needs. The baseline is token cross-entropy averaged over
-the non-padding tokens of the batch.
+The baseline is token cross-entropy averaged over the non-padding tokens of the batch.
 
-G_R draws random reference sentences of random lengths and derives hypotheses from them by substitutions,
-insertions (random tokens or repeats), deletions, adjacent swaps and shifts at a random rate and mix per batch,
-then builds logits whose arg-max is the hypothesis at random logit scales and confidence gaps (with the
-reference token sometimes the runner-up), so BLEU and edit distance spread over nearly all of :math:`[0, 1]`.
+The first surrogates (saved before ``positions`` existed) read softmax probabilities (:func:`token_features`:
+:math:`p_t(y_t)`, :math:`\max_c p_t(c)`, the margin, neighbour probabilities), add absolute sinusoidal positions
+and mix positions by self-attention (:class:`SelfAttentionBlock`, quadratic in T, written out because PyTorch's
+fused attention has no second derivative). They load unchanged (:attr:`SequenceTask.stored_net_defaults`) and
+serve T <= the ``max_length`` they were learned with; a longer call gets an error naming the surrogate that serves
+it. Both kinds of net are configurable (``features``, ``positions``, ``conv``, ``layers``).
+
+**Storage at NMT size.** A batch of 16 sentences of 128 tokens over V = 32000 is 262 MB of float32 logits, so a
+pool of hundreds cannot be held. Since the default net reads a handful of logits per position relative to the
+arg-max, the family stores what it reads:
+
+- G_R draws each batch over a *sub-vocabulary* of at most :data:`GEN_VOCAB` (128) ids, its size log-uniform in
+  ``[32, 128]`` per batch when ``vocab_size`` is larger (sizes from a range), the unused ids far below the rest;
+  such a batch stands for the V-wide one whose other ids lie below its runner-up (same features, same arg-max
+  tokens, so the same BLEU), at 1 MB instead of 262 MB (:meth:`SequenceTask.batch_nbytes`). Token cross-entropy on
+  it is over the drawn ids; ``benchmarks/real_sizes_sequence.py`` measures it on batches widened to V = 32000.
+  Sentence lengths come from ranges too: a longest length per batch in ``[T/4, T]`` and sentences of a quarter to
+  all of it, padded with -100 to ``max_length``.
+- Model outputs (G_M) are stored by :meth:`SequenceTask.compact`: each sentence's ids renumbered over those it
+  uses (targets, arg-max, runner-up; at most 3T + 1 columns with one for the rest), which keeps the default net's
+  values and the matching metrics (BLEU, edit distance, token F1, ROUGE-L) exactly.
+
+G_R draws random reference sentences and derives hypotheses from them by substitutions, insertions (random tokens
+or repeats), deletions, adjacent swaps and shifts at a random rate and mix per batch, then builds logits whose
+arg-max is the hypothesis at random logit scales and confidence gaps (with the reference token sometimes the
+runner-up), so BLEU and edit distance spread over nearly all of :math:`[0, 1]`.
 
 Example:
     >>> import torch
@@ -44,6 +68,9 @@ Example:
     >>> net = task.build_net(**task.default_net_config())
     >>> net(pred, target).shape
     torch.Size([4])
+    >>> wide = torch.randn(2, 30, 32000)   # any V, any T up to 1024
+    >>> net(wide[None], torch.randint(0, 32000, (1, 2, 30))).shape
+    torch.Size([1])
 """
 
 from __future__ import annotations
@@ -647,8 +674,8 @@ class SequenceTask(Task):
         features = ["rel_target", "soft_match", "match", "rel_neighbour", "top_gap"]
         if self.pad_id is not None:
             features.append("rel_pad")
-        return {"features": features, "window": 2, "d_model": 32, "heads": 2, "layers": 1, "ff": 64, "hidden": 32,
-                "positions": "relative"}
+        return {"features": features, "window": 2, "d_model": 32, "heads": 2, "layers": 0, "ff": 64, "hidden": 32,
+                "positions": "relative", "conv": 1, "kernel": 3}
 
     def build_net(self, **net_config: Any) -> nn.Module:
         if "pad_id" in net_config:
