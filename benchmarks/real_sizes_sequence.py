@@ -53,9 +53,9 @@ def widen(task: S.SequenceTask, pred: torch.Tensor, target: torch.Tensor,
     return wide, torch.where(target == S.IGNORE_INDEX, target, ids[target.clamp_min(0)])
 
 
-def full_width_agreement(sur: ml.Surrogate, n: int, seed: int) -> dict[str, float]:
-    """Spearman of the surrogate and of token cross-entropy with BLEU over ``n`` fresh G_R batches widened to the
-    task's V (:func:`widen`), one batch in memory at a time."""
+def full_width_agreement(sur: ml.Surrogate, n: int, seed: int) -> dict[str, Any]:
+    """Spearman and Kendall (:func:`~metricloss.evaluation.agreement`) of the surrogate and of token cross-entropy
+    with BLEU over ``n`` fresh G_R batches widened to the task's V (:func:`widen`), one batch in memory at a time."""
     task = sur.task
     g = torch.Generator().manual_seed(seed)
     ours, ce, values = [], [], []
@@ -67,8 +67,8 @@ def full_width_agreement(sur: ml.Surrogate, n: int, seed: int) -> dict[str, floa
             ours.append(sur(wide, wide_y).reshape(1))
             ce.append(task.baseline(wide[None], wide_y[None]))
     values_t = torch.cat(values)
-    return {"batches": n, "surrogate": agreement(torch.cat(ours), values_t, True)["spearman"],
-            "ce": agreement(torch.cat(ce), values_t, True)["spearman"]}
+    return {"batches": n, "surrogate": agreement(torch.cat(ours), values_t, True),
+            "ce": agreement(torch.cat(ce), values_t, True)}
 
 
 def learning_case(threads: int = 2, seed: int = 0, full_width: int = 64, save: str | None = None) -> dict[str, Any]:
@@ -145,14 +145,14 @@ def main() -> None:
     load0 = os.getloadavg()
     learned = run_child("learn", args.threads, args.save)
     ratio = run_child("ratio", args.threads)
-    full = learned.get("full_width", {})
+    full = learned["full_width"]
     print("| case | wall s | CPU s | peak RSS GiB | steps (best) | held-out Spearman surrogate / CE | "
           "V = 32000 batches surrogate / CE |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print(f"| learn('bleu', vocab_size=32000, max_length=128), defaults | {learned['wall_s']:.1f} | "
           f"{learned['cpu_s']:.1f} | {learned['peak_rss_gib']:.2f} | {learned['steps']} ({learned['best_step']}) | "
           f"{learned['heldout_spearman']:.3f} / {learned['heldout_ce_spearman']:.3f} | "
-          f"{full.get('surrogate', float('nan')):.3f} / {full.get('ce', float('nan')):.3f} |")
+          f"{full['surrogate']['spearman']:.3f} / {full['ce']['spearman']:.3f} |")
     print(f"\nforward+backward on {tuple(ratio['shape'])}: surrogate {ratio['surrogate_s'] * 1e3:.0f} ms, "
           f"cross-entropy {ratio['ce_s'] * 1e3:.0f} ms, ratio {ratio['ratio']:.2f}")
     print(f"\n{args.threads} torch threads; load average (1/5/15 min) before {', '.join(f'{x:.1f}' for x in load0)}, "

@@ -440,7 +440,7 @@ def test_learn_end_to_end_save_and_load(tmp_path):
 def test_learn_lower_is_better_metric_with_pad_id():
     sur = ml.learn("edit_distance", task="sequence", vocab_size=V, max_length=T, pad_id=0, seed=1, **QUICK)
     assert sur.report.metric == "edit_distance" and not sur.report.higher_is_better
-    assert sur.task.pad_id == 0 and "pad_prob" in sur.net_config["features"]
+    assert sur.task.pad_id == 0 and "rel_pad" in sur.net_config["features"]
 
 
 # ---- size-agnostic surrogates (issue 13) -------------------------------------------------------------------
