@@ -21,9 +21,10 @@ same features at V = 100 or V = 32000 -- and a call on ``(B, T, 32000)`` logits 
 see shifted, inserted and deleted tokens, which BLEU forgives in part and a position-wise loss does not; the
 indicator :math:`[a = y_t]` tells it what the metric sees and carries no gradient. :math:`\phi_t` is embedded,
 :math:`h_t = W\phi_t + \mathrm{PE}(r_t)` where :math:`r_t = t / (n_b - 1)` is the *relative* place in the
-sentence (:func:`relative_positions`: no length is unseen, so a net learned at T <= 24 serves T = 1024), mixed
-with its neighbours by a residual convolution block (:class:`ConvBlock`, kernel 3, linear in T), averaged over the
-valid positions and mapped by an ELU MLP to one number per sentence; the loss of a batch is the mean over its
+sentence (:func:`relative_positions`: no length is unseen, so a net learned at T <= 24 serves T = 1024),
+normalised, averaged over the valid positions and mapped by an ELU MLP to one number per sentence (by default no
+block mixes positions: the neighbour features carry the context; ``conv=n`` adds residual convolution blocks,
+:class:`ConvBlock`, linear in T, and ``layers=n`` self-attention blocks); the loss of a batch is the mean over its
 sentences,
 
 .. math:: L(z, y) = \frac1B \sum_b \mathrm{MLP}\Big(\frac{1}{|\mathcal{V}_b|}\sum_{t \in \mathcal{V}_b}
@@ -674,8 +675,11 @@ class SequenceTask(Task):
         features = ["rel_target", "soft_match", "match", "rel_neighbour", "top_gap"]
         if self.pad_id is not None:
             features.append("rel_pad")
+        # No attention or convolution by default: the neighbour features carry the context, and at T = 128 a
+        # convolution block (conv=1, kernel=3) cost 1.75x the CPU per step for +0.012 held-out Spearman at 100
+        # steps (0.840 vs 0.828, cross-entropy 0.459; V = 32000, T = 128, measured on a loaded machine).
         return {"features": features, "window": 2, "d_model": 32, "heads": 2, "layers": 0, "ff": 64, "hidden": 32,
-                "positions": "relative", "conv": 1, "kernel": 3}
+                "positions": "relative", "conv": 0}
 
     def build_net(self, **net_config: Any) -> nn.Module:
         if "pad_id" in net_config:
