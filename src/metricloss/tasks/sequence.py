@@ -98,7 +98,7 @@ FEATURES = (*SOFTMAX_FEATURES, *(f for f in LOGIT_FEATURES if f not in SOFTMAX_F
 #: Position encodings of :class:`SequenceNet`: sinusoids of the index ``t`` (the first surrogates'), of the relative
 #: position ``t / (length - 1)`` in the sentence, or none.
 POSITIONS = ("absolute", "relative", "none")
-#: The longest sentence a surrogate serves (its self-attention is quadratic in ``T``).
+#: The longest sentence a surrogate serves (a net with self-attention blocks is quadratic in ``T``).
 MAX_LENGTH = 1024
 #: G_R draws its batches over at most this many token ids (a random sub-vocabulary size per batch), whatever
 #: ``vocab_size``: the default net reads logits relative to the arg-max, which do not depend on V, so batches this
@@ -424,8 +424,8 @@ class SequenceTask(Task):
             raise ValueError(f"`max_length` must be an integer >= 1, got {max_length!r}")
         if max_length > MAX_LENGTH:
             raise ValueError(f"`max_length` must be at most {MAX_LENGTH} (the longest sentence a sequence surrogate "
-                             f"serves: its self-attention is quadratic in T), got {max_length}; score longer "
-                             f"sequences in windows of at most {MAX_LENGTH} tokens")
+                             f"serves), got {max_length}; score longer sequences in windows of at most {MAX_LENGTH} "
+                             f"tokens")
         if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)
                                    or not 0 <= pad_id < vocab_size):
             raise ValueError(f"`pad_id` must be None or a token id in [0, {vocab_size - 1}], got {pad_id!r}")
@@ -446,8 +446,8 @@ class SequenceTask(Task):
 
     def _length_error(self, t: int) -> str:
         if self.length_limit >= MAX_LENGTH:
-            return (f"`pred` must have 1 <= T <= {MAX_LENGTH} positions (a sequence surrogate's self-attention is "
-                    f"quadratic in T), got T = {t}; score longer sequences in windows of at most {MAX_LENGTH}")
+            return (f"`pred` must have 1 <= T <= {MAX_LENGTH} positions (the longest sentence a sequence surrogate "
+                    f"serves), got T = {t}; score longer sequences in windows of at most {MAX_LENGTH}")
         return (f"`pred` must have 1 <= T <= max_length = {self.length_limit} positions for this surrogate, got "
                 f"T = {t}: its net encodes absolute positions and never saw later ones. Use "
                 f"ml.pretrained('sequence-bleu') (relative positions, any T up to {MAX_LENGTH}), or learn one with "
