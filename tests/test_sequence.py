@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from sacrebleu.metrics import BLEU, CHRF
 
 import metricloss as ml
-from metricloss import Surrogate
+from metricloss import Surrogate, evaluation
 from metricloss.metrics import sequence as M
 from metricloss.metrics.base import Metric
 from metricloss.tasks import get_task
@@ -267,15 +269,17 @@ NAN[0, 0, 0] = float("nan")
 @pytest.mark.parametrize(("pred", "target", "stacked", "exc", "match"), [
     pytest.param(P0[0], T0[0], False, ValueError, r"`pred` must be token logits of shape \(B, T, V\)", id="2d"),
     pytest.param(P0, T0, True, ValueError, r"shape \(N, B, T, V\)", id="stacked-3d"),
-    pytest.param(torch.randn(4, T, V + 1), T0, False, ValueError, r"V = vocab_size = 12", id="wrong-V"),
-    pytest.param(torch.randn(4, T + 1, V), torch.zeros(4, T + 1, dtype=torch.long), False, ValueError,
-                 r"T <= max_length = 10", id="too-long"),
+    pytest.param(torch.randn(4, T, 1), T0.clamp_max(0), False, ValueError, r"with V >= 2", id="V-1"),
+    pytest.param(torch.randn(4, 1025, V), torch.zeros(4, 1025, dtype=torch.long), False, ValueError,
+                 r"T <= 1024 positions \(the longest .* windows of at most 1024", id="too-long"),
     pytest.param(torch.randn(0, T, V), torch.zeros(0, T, dtype=torch.long), False, ValueError, "empty batch",
                  id="empty"),
     pytest.param(P0, T0[:, :5], False, ValueError, r"`target` must have shape \(4, 10\)", id="target-shape"),
     pytest.param(P0, T0.float(), False, TypeError, "`target` must be an integer tensor", id="target-float"),
     pytest.param(P0.long(), T0, False, TypeError, "`pred` must be a floating-point tensor", id="pred-int"),
     pytest.param(P0, T0.clamp_min(0) + V, False, ValueError, r"outside \[0, 11\]", id="token-range"),
+    pytest.param(P0[..., :4], T0.clamp_min(5), False, ValueError, r"outside \[0, 3\] \(V = pred.shape\[-1\]\)",
+                 id="token-range-of-pred-V"),
     pytest.param(P0, ALL_PAD, False, ValueError, "at least one token", id="all-padding"),
     pytest.param(NAN, T0, False, ValueError, "`pred` contains NaN", id="nan"),
     pytest.param([[0.0]], T0, False, TypeError, "`pred` must be a torch.Tensor", id="list"),
@@ -436,4 +440,174 @@ def test_learn_end_to_end_save_and_load(tmp_path):
 def test_learn_lower_is_better_metric_with_pad_id():
     sur = ml.learn("edit_distance", task="sequence", vocab_size=V, max_length=T, pad_id=0, seed=1, **QUICK)
     assert sur.report.metric == "edit_distance" and not sur.report.higher_is_better
-    assert sur.task.pad_id == 0 and "pad_prob" in sur.net_config["features"]
+    assert sur.task.pad_id == 0 and "rel_pad" in sur.net_config["features"]
+
+
+# ---- size-agnostic surrogates (issue 13) -------------------------------------------------------------------
+
+NEW_FEATURES = ("rel_target", "soft_match", "match", "rel_neighbour", "top_gap", "rel_pad")
+
+
+def test_logit_features_match_a_naive_loop():
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 6, 7, generator=g)
+    logits[0, 0] = 0.0  # a tied row: the arg-max is the lowest id, as the metrics decode
+    target = torch.randint(0, 7, (3, 6), generator=g)
+    target[1, 4:] = PAD
+    feats = S.logit_features(logits, target, NEW_FEATURES, window=2, pad_id=2)
+    for s in range(3):
+        for t in range(6):
+            y = int(target[s, t])
+            if y == PAD:
+                assert bool((feats[s, t] == 0).all())
+                continue
+            z = [float(v) for v in logits[s, t]]
+            a = z.index(max(z))
+            z1, z2 = max(z), sorted(z)[-2]
+            other = max(v for c, v in enumerate(z) if c != y)
+            row = [2.718281828 ** (z[y] - z1), 1 / (1 + 2.718281828 ** -(z[y] - other)), float(a == y)]
+            for k in (-2, -1, 1, 2):
+                inside = 0 <= t + k < 6 and int(target[s, t + k]) != PAD
+                row.append(2.718281828 ** (z[int(target[s, t + k])] - z1) if inside else 0.0)
+            row += [1 - 2.718281828 ** (z2 - z1), 2.718281828 ** (z[2] - z1)]
+            torch.testing.assert_close(feats[s, t], torch.tensor(row), rtol=1e-5, atol=1e-6)
+
+
+def _embed_in_vocabulary(pred: torch.Tensor, target: torch.Tensor, big: int, g: torch.Generator):
+    """The same batch over ``big`` token ids: ids permuted at random, the new columns below every runner-up."""
+    perm = torch.randperm(big, generator=g)[: pred.shape[-1]]
+    low = pred.topk(2, dim=-1).values[..., 1:2] - 1.0 - torch.rand(*pred.shape[:-1], big, generator=g)
+    wide = low.scatter(-1, perm.expand(*pred.shape[:-1], -1), pred)
+    return wide, torch.where(target == PAD, target, perm[target.clamp_min(0)])
+
+
+def test_default_net_and_bleu_do_not_depend_on_the_vocabulary():
+    task = S.SequenceTask(vocab_size=40, max_length=12)
+    pred, target = task.random_batches(2, 3, torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    net = task.build_net(**task.default_net_config())
+    wide, wide_target = _embed_in_vocabulary(pred, target, 32000, torch.Generator().manual_seed(1))
+    assert wide.shape == (2, 3, 12, 32000)
+    torch.testing.assert_close(net(wide, wide_target), net(pred, target), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(task.metrics["bleu"].evaluate(wide, wide_target),
+                               task.metrics["bleu"].evaluate(pred, target))
+
+
+def test_surrogate_values_and_gradients_at_nmt_size():
+    task = S.SequenceTask(vocab_size=32000, max_length=16)
+    torch.manual_seed(0)
+    sur = Surrogate(task, task.build_net(**task.default_net_config()), task.default_net_config())
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 16, 32000, generator=g).requires_grad_(True)
+    target = torch.randint(0, 32000, (2, 16), generator=g)
+    target[1, 9:] = PAD
+    loss = sur(logits, target)
+    loss.backward()
+    assert torch.isfinite(loss) and bool(torch.isfinite(logits.grad).all())
+    # The gradient reaches the columns the net reads (targets, arg-max, runner-up) and no others.
+    touched = logits.grad.abs().sum(dim=(0, 1)) > 0
+    read = set(target[target != PAD].tolist()) | set(logits.argmax(-1)[target != PAD].tolist())
+    assert 0 < int(touched.sum()) and set(touched.nonzero().flatten().tolist()) <= read | set(
+        logits.topk(2, dim=-1).indices[..., 1][target != PAD].tolist())
+
+
+def test_surrogate_accepts_any_length_up_to_1024_and_names_the_fix_above():
+    task = S.SequenceTask(vocab_size=50, max_length=20)
+    torch.manual_seed(0)
+    sur = Surrogate(task, task.build_net(**task.default_net_config()), task.default_net_config())
+    g = torch.Generator().manual_seed(0)
+    for t in (40, 1024):  # learned at max_length = 20, called far longer
+        logits = torch.randn(1, t, 50, generator=g, requires_grad=True)
+        sur(logits, torch.randint(0, 50, (1, t), generator=g)).backward()
+        assert bool(torch.isfinite(logits.grad).all())
+    with pytest.raises(ValueError, match=r"T <= 1024 .* got T = 1025; score longer sequences in windows"):
+        sur(torch.randn(1, 1025, 50), torch.zeros(1, 1025, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"`max_length` must be at most 1024 .* got 2000"):
+        S.SequenceTask(vocab_size=50, max_length=2000)
+
+
+def test_absolute_position_nets_name_the_surrogate_that_serves_longer_sentences():
+    task = S.SequenceTask(vocab_size=50, max_length=20)
+    task.build_net(**{**task.default_net_config(), "positions": "absolute"})
+    task.check(torch.randn(2, 20, 50), torch.zeros(2, 20, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"T <= max_length = 20 .* got T = 40.*ml.pretrained\('sequence-bleu'\)"):
+        task.check(torch.randn(2, 40, 50), torch.zeros(2, 40, dtype=torch.long))
+
+
+def test_new_net_config_errors(task):
+    with pytest.raises(ValueError, match="'rel_pad' needs the task's `pad_id`"):
+        task.build_net(features=["rel_target", "rel_pad"])
+    with pytest.raises(ValueError, match=r"mixes softmax features .*\['rel_target'\]; use one kind"):
+        task.build_net(features=["target_prob", "rel_target"])
+    with pytest.raises(ValueError, match="`positions` must be one of"):
+        task.build_net(positions="learned")
+    with pytest.raises(ValueError, match=r"`pred` has V = 4 token ids, but the task's `pad_id` is 7"):
+        S.SequenceTask(vocab_size=12, max_length=5, pad_id=7).check(torch.randn(1, 3, 4), torch.zeros(1, 3).long())
+
+
+def test_random_batches_draw_vocabularies_and_lengths_from_ranges():
+    task = S.SequenceTask(vocab_size=32000, max_length=40, pad_id=5)
+    pred, target = task.random_batches(40, 4, torch.Generator().manual_seed(0))
+    assert pred.shape == (40, 4, 40, S.GEN_VOCAB) and task.batch_nbytes(4) == 4 * 40 * (4 * S.GEN_VOCAB + 8)
+    task.check(pred, target, stacked=True)
+    used = torch.where(target == PAD, 0, target).amax(dim=(1, 2))  # the largest id each batch uses
+    assert int(used.min()) < S.GEN_VOCAB // 2 and int(used.max()) >= S.GEN_VOCAB * 3 // 4
+    longest = (target != PAD).sum(-1).amax(-1)  # the longest sentence of each batch, padded to 40
+    assert int(longest.min()) < 20 and int(longest.max()) == 40
+    assert bool(((pred.argmax(-1) == 5) & (target != PAD)).any())  # pad_id kept at its id
+    # Each batch as it would be over the whole vocabulary: same BLEU, and the net reads the same features.
+    values = task.metrics["bleu"].evaluate(pred, target)
+    assert float(values.min()) < 0.2 and float(values.max()) > 0.8
+
+
+def test_bucketed_stacks_give_each_batch_its_own_value():
+    task = S.SequenceTask(vocab_size=30, max_length=12)
+    torch.manual_seed(0)
+    net = task.build_net(**task.default_net_config())
+    g = torch.Generator().manual_seed(2)
+    batches = []
+    for t in (5, 12, 8):
+        p, y = task.random_batches(1, 3, g)
+        batches.append((p[0, :, :t], y[0, :, :t].clamp_min(0)))
+    pred, target = evaluation.stack_batches(batches, 3, task)
+    assert pred.shape == (3, 3, 12, 30)
+    want = torch.stack([net(p[None], y[None])[0] for p, y in batches])
+    torch.testing.assert_close(net(pred, target), want, rtol=1e-5, atol=1e-5)
+
+
+def test_files_saved_before_positions_existed_give_the_same_values():
+    from safetensors.torch import load_file
+
+    data = Path(__file__).parent / "data" / "sequence-v1"  # the shipped surrogate of dbf06ea, its inputs, values
+    expected = json.loads((data / "expected.json").read_text())
+    inputs = load_file(data / "inputs.safetensors")
+    sur = ml.load(data / "sequence-bleu.safetensors")
+    assert sur.net.positions == "absolute" and sur.net.softmax_inputs
+    for i, (p, t) in enumerate(zip(inputs["pred"], inputs["target"], strict=True)):
+        x = p.clone().requires_grad_(True)
+        loss = sur(x, t)
+        loss.backward()
+        assert float(loss.detach()) == pytest.approx(expected["losses"][i], rel=1e-5)
+        assert float(x.grad.norm()) == pytest.approx(expected["grad_norms"][i], rel=1e-4)
+
+
+def test_compact_storage_keeps_the_default_net_and_the_matching_metrics():
+    g = torch.Generator().manual_seed(8)
+    task = S.SequenceTask(vocab_size=3000, max_length=9)
+    pred = torch.randn(2, 3, 9, 3000, generator=g) * 2
+    target = torch.randint(0, 3000, (2, 3, 9), generator=g)
+    target[0, 1, 5:] = PAD
+    target[1, 2, :4] = pred[1, 2, :4].argmax(-1)  # some matches, so BLEU is not 0
+    target[1, 2, 4] = target[1, 2, 3]  # a repeated token
+    small, small_target = task.compact(pred, target)
+    assert small.shape[:-1] == pred.shape[:-1] and small.shape[-1] <= 3 * 9 + 1
+    assert torch.equal(small_target == PAD, target == PAD)
+    torch.manual_seed(0)
+    net = task.build_net(**task.default_net_config())
+    torch.testing.assert_close(net(small, small_target), net(pred, target), rtol=1e-5, atol=1e-6)
+    for name in ("bleu", "edit_distance", "token_f1", "rouge_l"):
+        torch.testing.assert_close(task.metrics[name].evaluate(small, small_target),
+                                   task.metrics[name].evaluate(pred, target))
+    tiny = torch.randn(1, 2, 3, 4, generator=g)  # every id kept: the column of the others is below them all
+    t4 = torch.randint(0, 4, (1, 2, 3), generator=g)
+    assert bool(torch.isfinite(task.compact(tiny, t4)[0]).all())
