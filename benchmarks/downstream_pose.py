@@ -116,6 +116,31 @@ def train(seed: int, data: tuple, surrogate: ml.Surrogate | None, weight: float,
     return evaluate(net, x_test, k_test)
 
 
+#: Epochs after which :func:`checkpoint_heatmaps` records the net's heatmaps (the zoo's G_M and held-out outputs).
+CHECKPOINT_EPOCHS = (1, 2, 4, 8)
+
+
+def checkpoint_heatmaps(images: torch.Tensor, seed: int,
+                        epochs: tuple[int, ...] = CHECKPOINT_EPOCHS) -> list[torch.Tensor]:
+    """Heatmaps of ``images`` by the net trained with MSE alone (seed ``seed``) after each of ``epochs``."""
+    x_train, k_train = make_data(N_TRAIN, torch.Generator().manual_seed(DATA_SEED))
+    torch.manual_seed(seed)
+    net = make_net()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    order = torch.Generator().manual_seed(seed)
+    heat = []
+    for epoch in range(1, max(epochs) + 1):
+        for idx in torch.randperm(x_train.shape[0], generator=order).split(32):
+            loss = heatmap_mse(net(x_train[idx]), k_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if epoch in epochs:
+            with torch.no_grad():
+                heat.append(torch.cat([net(x) for x in images.split(256)]))
+    return heat
+
+
 def _fmt(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.4f} ± {sd:.4f}"

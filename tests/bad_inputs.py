@@ -1,7 +1,9 @@
 """Every bad input we try on the public API, with the error it must raise.
 
-Shared by ``tests/test_reliability.py`` (which asserts each row) and ``benchmarks/bad_inputs.py`` (which prints
-the table in ``docs/reliability.md`` from a real run).
+``tests/test_reliability.py`` asserts each row; run as a script, this file prints the table in
+``docs/reliability.md`` from a real run::
+
+    .venv/bin/python tests/bad_inputs.py
 """
 
 from __future__ import annotations
@@ -131,3 +133,21 @@ CASES: list[Case] = [
     Case("pretrained(name)", "unknown name", lambda: ml.pretrained("imagenet-accuracy"), ValueError,
          "no shipped surrogate"),
 ]
+
+
+def main() -> None:
+    """Print the markdown table: each case and what it gets, from a real call."""
+    print("| where | bad input | what it gets |")
+    print("| --- | --- | --- |")
+    for case in CASES:
+        try:
+            case.call()
+            got = "**no error**"
+        except Exception as err:  # we print whatever is raised
+            msg = str(err).replace("|", "\\|").replace("\n", " ")
+            got = f"`{type(err).__name__}`: {msg}"
+        print(f"| `{case.where}` | {case.what} | {got} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import metricloss as ml
+from metricloss.zoo import available
 
 SRC = Path(ml.__file__).resolve().parent
 MODULES = sorted(SRC.rglob("*.py"))
@@ -53,3 +54,42 @@ def test_the_rules_see_what_they_check(tmp_path):
     fns = {fn.name: fn for fn in _functions(bad)}
     assert _own_imports(fns["f"]) == [".io"] and _body_lines(fns["g"]) == 81
 
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _path_edits(path: Path) -> list[int]:
+    """Lines of ``path`` that call ``sys.path.insert`` / ``sys.path.append``."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        func = getattr(node, "func", None)
+        if (isinstance(node, ast.Call) and isinstance(func, ast.Attribute) and func.attr in ("insert", "append")
+                and ast.unparse(func.value) == "sys.path"):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_scripts_benchmarks_and_tests_import_without_editing_sys_path():
+    # A script imports its siblings (its folder is on sys.path when it runs) and tests import tests/ helpers (pytest
+    # puts tests/ first); none reaches into another folder by editing sys.path.
+    files = [p for folder in ("benchmarks", "scripts", "tests") for p in sorted((ROOT / folder).glob("*.py"))]
+    assert files
+    offenders = {str(p.relative_to(ROOT)): lines for p in files if (lines := _path_edits(p))}
+    assert offenders == {}
+
+
+def test_path_edit_rule_sees_an_insert(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sys\nsys.path.insert(0, '..')\n")
+    assert _path_edits(bad) == [2]
+
+
+def test_every_shipped_surrogate_has_one_builder_entry():
+    # benchmarks/make_zoo.py's ENTRIES table is the one builder of the zoo: every shipped file is learned by an entry,
+    # and every entry names a shipped file.
+    tree = ast.parse((ROOT / "benchmarks" / "make_zoo.py").read_text())
+    entries = next(node.value for node in ast.walk(tree) if isinstance(node, ast.AnnAssign)
+                   and getattr(node.target, "id", None) == "ENTRIES")
+    names = {key.value for key in entries.keys}
+    assert names == set(available())

@@ -18,10 +18,8 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 import metricloss as ml
-from profiles import examples
-
-sys.path.insert(0, str(Path(__file__).parent))
 from bad_inputs import CASES
+from profiles import examples
 
 #: docs/reliability.md ("Numerical safety"): every shipped surrogate's gradient norm is bounded by construction;
 #: the issue's requirement is 100 (measured maxima are about 20).

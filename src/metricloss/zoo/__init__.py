@@ -1,7 +1,7 @@
 """Pretrained surrogates shipped inside the package (no download), each with a model card.
 
 Each entry is ``<name>.safetensors`` beside its card ``<name>.md`` in this folder, produced by
-``scripts/make_zoo.py``.
+``benchmarks/make_zoo.py`` (one entry per surrogate; ``--check NAME`` re-measures a card's rows).
 """
 
 from __future__ import annotations

