@@ -110,3 +110,23 @@ def test_learn_at_one_size_serves_another():
     values = task.metrics["pck"].evaluate(pred, target)
     rho = float(ml.ranking.spearman(-sur.batch_losses(pred, target).double(), values))
     assert rho > 0.5 and math.isfinite(rho)
+
+
+def test_default_net_gradient_does_not_grow_with_the_heatmap_scale():
+    """Without the log1p squash the default net's gradient stays bounded: its features do not change when the
+    heatmaps are scaled, so the gradient shrinks as 1 / scale."""
+    task = PoseTask(3, (64, 48))
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        net = task.build_net(**task.default_net_config())
+    assert net.squash is False
+    pred, target = task.random_batches(2, 2, torch.Generator().manual_seed(0))
+    norms, losses = [], []
+    for scale in (1.0, 1e2, 1e4):
+        x = (pred * scale).requires_grad_(True)
+        loss = net(x, target)
+        loss.sum().backward()
+        norms.append(float(x.grad.norm()))
+        losses.append(loss.detach())
+    assert norms[1] < norms[0] and norms[2] < norms[1]
+    torch.testing.assert_close(losses[2], losses[0], rtol=1e-3, atol=1e-4)
