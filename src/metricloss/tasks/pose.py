@@ -156,7 +156,7 @@ def _window(offsets: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
 
 
 def heatmap_features(heatmaps: torch.Tensor, keypoints: torch.Tensor, temperature: torch.Tensor | float = 10.0,
-                     grid: int | None = None, eps: float = 1e-6) -> torch.Tensor:
+                     grid: int | None = None, eps: float = 1e-6, spread_floor: float = 0.0) -> torch.Tensor:
     r"""Resolution-independent features of each heatmap about its target keypoint: ``(..., K, H, W)``,
     ``(..., K, 3) -> (..., K, F)`` with ``F =`` :data:`NUM_FEATURES`.
 
@@ -179,7 +179,8 @@ def heatmap_features(heatmaps: torch.Tensor, keypoints: torch.Tensor, temperatur
        :data:`FEATURE_RADII` (PCK@0.05's threshold, twice, four times it).
 
     All are differentiable in ``heatmaps``; the windows are separable, so each costs a matrix product. Visibility
-    is ignored here (callers mask it).
+    is ignored here (callers mask it). The features do not change when the heatmaps are scaled, so their gradient
+    grows as the heatmaps flatten; ``spread_floor`` bounds it: :math:`a - \mu` is read as at least that much.
 
     Example:
         >>> kp = torch.tensor([[[10.0, 6.0, 2.0]]])  # on a 32x24 heatmap; the same scene at 3x: 96x72
@@ -198,7 +199,7 @@ def heatmap_features(heatmaps: torch.Tensor, keypoints: torch.Tensor, temperatur
     ph, pw = heatmaps.shape[-2:]
     flat = heatmaps.flatten(-2)
     top, mean = flat.amax(-1, keepdim=True), flat.mean(-1, keepdim=True)
-    spread = top - mean + eps
+    spread = (top - mean).clamp_min(spread_floor) + eps
     logits = flat * (temperature / spread)
     log_z = torch.logsumexp(logits, -1, keepdim=True)
     prob = torch.exp(logits - log_z)
@@ -243,6 +244,8 @@ class PoseNet(nn.Module):
         squash: return :math:`\log(1 + s\bar\ell)` rather than :math:`s\bar\ell`.
         init_scale: initial :math:`s`.
         init_temperature: initial :math:`\tau` (``"embedding"``) or :math:`\beta` (``"features"``), learned.
+        spread_floor: ``"features"``: the least heatmap range :math:`a - \mu` the features divide by (see
+            :func:`heatmap_features`), which bounds the gradient on nearly flat heatmaps.
     """
 
     def __init__(
@@ -256,9 +259,11 @@ class PoseNet(nn.Module):
         squash: bool = True,
         init_scale: float = 100.0,
         init_temperature: float = 10.0,
+        spread_floor: float = 0.05,
     ) -> None:
         super().__init__()
         self.kind = check_choice(kind, "kind", KINDS)
+        self.spread_floor = float(spread_floor)
         self.heatmap_size = _check_size(heatmap_size)
         self.sigma = check_positive(sigma, "sigma")
         for name, value in (("embed_dim", embed_dim), ("hidden", hidden)):
@@ -291,7 +296,8 @@ class PoseNet(nn.Module):
     def keypoint_losses(self, heatmaps: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
         r"""Per-keypoint losses :math:`\ell_{bk}`, ``(..., B, K)`` (before masking and scaling)."""
         if self.kind == "features":
-            features = heatmap_features(heatmaps, keypoints, self.log_temperature.exp())
+            features = heatmap_features(heatmaps, keypoints, self.log_temperature.exp(),
+                                        spread_floor=self.spread_floor)
             return torch.sigmoid(self.head(features)).squeeze(-1)
         h, w = heatmaps.shape[-2:]
         if (h, w) != self.heatmap_size:
