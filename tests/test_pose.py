@@ -404,7 +404,7 @@ def test_net_arguments_are_checked(task):
         task.build_net(kind="conv")
     with pytest.raises(ValueError, match="`normalize`"):
         task.build_net(normalize="max")
-    with pytest.raises(ValueError, match="`hidden` must be a positive integer"):
+    with pytest.raises(ValueError, match="`hidden` must be an integer >= 1"):
         task.build_net(hidden=0)
     with pytest.raises(ValueError, match=r"built for heatmaps of size \(8, 10\), got \(8, 9\); learn one with "
                        r"heatmap_size=\(8, 9\), or use a surrogate of kind 'features'"):

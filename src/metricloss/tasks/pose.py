@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_positive
+from .._checks import check_choice, check_int, check_positive
 from ..metrics.base import Metric
 from ..metrics.pose import BUILTINS, _check_reference, check_pose, heatmap_argmax, pckh
 from ._nets import mlp
@@ -267,8 +267,7 @@ class PoseNet(nn.Module):
         self.heatmap_size = _check_size(heatmap_size)
         self.sigma = check_positive(sigma, "sigma")
         for name, value in (("embed_dim", embed_dim), ("hidden", hidden)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+            check_int(value, name, 1)
         self.normalize = check_choice(normalize, "normalize", NORMALIZE)
         self.squash = bool(squash)
         self.log_scale = nn.Parameter(torch.tensor(math.log(check_positive(init_scale, "init_scale"))))
@@ -363,9 +362,7 @@ class PoseTask(Task):
         sigma: float = 2.0,
         reference: Sequence[int] = (0, 1),
     ) -> None:
-        if isinstance(num_keypoints, bool) or not isinstance(num_keypoints, int) or num_keypoints < 1:
-            raise ValueError(f"`num_keypoints` must be an integer >= 1, got {num_keypoints!r}")
-        self.num_keypoints = num_keypoints
+        self.num_keypoints = check_int(num_keypoints, "num_keypoints", 1)
         self.heatmap_size = _check_size(heatmap_size)
         self.sigma = check_positive(sigma, "sigma")
         if num_keypoints >= 2:

@@ -83,7 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_float_tensor, check_int_tensor
+from .._checks import check_float_tensor, check_int, check_int_tensor
 from ..metrics.base import Metric
 from ..metrics.sequence import IGNORE_INDEX, builtins
 from .base import Task, register_task
@@ -106,12 +106,6 @@ MAX_LENGTH = 1024
 GEN_VOCAB = 128
 #: G_R batches drawn at once (bounds its temporaries).
 GEN_CHUNK = 16
-
-
-def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def token_features(
@@ -338,14 +332,14 @@ class SequenceNet(nn.Module):
         for pad_feature in ("pad_prob", "rel_pad"):
             if pad_feature in features and pad_id is None:
                 raise ValueError(f"feature {pad_feature!r} needs the task's `pad_id`")
-        window = _positive_int(window, "window", 0)
+        window = check_int(window, "window", 0)
         neighbours = {"neighbour_prob", "rel_neighbour"} & set(features)
         if neighbours and window < 1:
             raise ValueError(f"feature {sorted(neighbours)[0]!r} needs `window` >= 1")
-        d_model, heads, ff, hidden = (_positive_int(v, n) for v, n in
+        d_model, heads, ff, hidden = (check_int(v, n, 1) for v, n in
                                       ((d_model, "d_model"), (heads, "heads"), (ff, "ff"), (hidden, "hidden")))
-        layers, conv, kernel = _positive_int(layers, "layers", 0), _positive_int(conv, "conv", 0), _positive_int(
-            kernel, "kernel")
+        layers, conv, kernel = check_int(layers, "layers", 0), check_int(conv, "conv", 0), check_int(
+            kernel, "kernel", 1)
         if d_model % 2:
             raise ValueError(f"`d_model` must be even (sinusoidal positions), got {d_model}")
         if positions not in POSITIONS:
@@ -418,10 +412,8 @@ class SequenceTask(Task):
     stored_net_defaults: ClassVar[dict[str, Any]] = {"positions": "absolute", "conv": 0}
 
     def __init__(self, vocab_size: int, max_length: int, pad_id: int | None = None) -> None:
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(f"`vocab_size` must be an integer >= 2, got {vocab_size!r}")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"`max_length` must be an integer >= 1, got {max_length!r}")
+        check_int(vocab_size, "vocab_size", 2)
+        check_int(max_length, "max_length", 1)
         if max_length > MAX_LENGTH:
             raise ValueError(f"`max_length` must be at most {MAX_LENGTH} (the longest sentence a sequence surrogate "
                              f"serves), got {max_length}; score longer sequences in windows of at most {MAX_LENGTH} "
