@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import real_sizes_sequence
 from common import machine_line  # benchmarks/common.py: a script's folder is on sys.path when it runs
 
 #: case -> (metric, task, shape keywords, the batch forward + backward is timed on: its batch size)
@@ -72,8 +73,11 @@ def _fwd_bwd(loss_fn, pred: torch.Tensor, target: torch.Tensor, repeats: int) ->
 
 def _timing(sur, task, batch: int, repeats: int) -> dict:
     """Forward + backward of the surrogate and of the baseline loss on one batch of ``batch`` at the case's size."""
-    pred, target = task.random_batches(1, batch, torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    pred, target = task.random_batches(1, batch, gen)
     pred, target = pred[0], target[0]
+    if task.name == "sequence" and pred.shape[-1] < task.vocab_size:  # G_R draws over a sub-vocabulary: widen
+        pred, target = real_sizes_sequence.widen(task, pred, target, gen)
     if task.name == "set":  # the loss the set surrogate replaces, as a user calls it
         base = lambda p, t: F.binary_cross_entropy_with_logits(p, t.float())  # noqa: E731
     else:
