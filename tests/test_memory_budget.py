@@ -110,6 +110,33 @@ def test_measure_under_a_tiny_budget_equals_the_default_measurement():
         assert getattr(tight, field) == pytest.approx(getattr(roomy, field), abs=1e-6), field
 
 
+def test_the_verdict_under_a_tiny_budget_equals_the_default_one():
+    # The verdict's random check and gradient comparison run in chunks sized by the budget; the numbers must not move.
+    task = get_task("classification", num_classes=6)
+    met = as_metric("accuracy", None, task.metrics)
+    heldout = task.random_batches(30, 16, torch.Generator().manual_seed(3))
+    rp, rt = task.random_batches(20, 16, torch.Generator().manual_seed(4))
+    check = (rp, rt, met.oriented(met.evaluate(rp, rt)))
+    with ml._rng.private_rng(0):
+        net = task.build_net(**task.default_net_config())
+    loss = _Counting(net)
+    args = {"method": "surrogate", "validation": "held-out model outputs", "gradient_batches": 0,
+            "real_outputs": True, "random_check": check}
+    roomy = measure(loss, task, met, heldout, **args).verdict
+    loss.sizes.clear()
+    tight = measure(loss, task, met, heldout, memory_budget=(heldout[0][0].nbytes + heldout[1][0].nbytes) * 4 * 3 * 8,
+                    **args).verdict
+    assert max(loss.sizes) <= 3  # every forward, the random check's included, ran in chunks of at most 3 batches
+    assert (tight.outcome, tight.real.outcome, tight.random.outcome) == (roomy.outcome, roomy.real.outcome,
+                                                                         roomy.random.outcome)
+    for part in ("real", "random"):
+        for field in ("spearman", "baseline_spearman", "difference", "standard_error"):
+            assert getattr(getattr(tight, part), field) == pytest.approx(getattr(getattr(roomy, part), field),
+                                                                         abs=1e-6), (part, field)
+    assert tight.gradient.norm_ratio == pytest.approx(roomy.gradient.norm_ratio, rel=1e-5)
+    assert tight.gradient.cosine == pytest.approx(roomy.gradient.cosine, abs=1e-6)
+
+
 def test_a_failure_measuring_the_report_keeps_the_learned_weights(monkeypatch, tmp_path):
     def out_of_memory(*args, **kwargs):
         raise MemoryError("simulated: the gradient probe could not allocate")

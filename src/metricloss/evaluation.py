@@ -377,7 +377,7 @@ def _verdict(losses_of: StackedLoss, task: Task, heldout: tuple[torch.Tensor, to
                                  REAL if real else RANDOM, chunk=chunk_count(item, budget, 8, PROBE_EXTRA))
     random_losses = None
     if check is not None:
-        chunk = chunk_count(item, budget, check[0].shape[0], FORWARD_COPIES)
+        chunk = chunk_count(check[0][0].nbytes + check[1][0].nbytes, budget, check[0].shape[0], FORWARD_COPIES)
         with torch.no_grad():
             random_losses = (_chunked(losses_of, check[0], check[1], chunk),
                              _chunked(task.baseline, check[0], check[1], chunk), check[2])
