@@ -67,11 +67,13 @@ def plus(loss_fn: LossFn, surrogate: LossFn, weight: float = 1.0) -> LossFn:
 
 
 def train(x: torch.Tensor, y: torch.Tensor, model: nn.Module, loss_fn: LossFn, epochs: int, lr: float, batch: int,
-          seed: int, checkpoints: int = 0) -> tuple[nn.Module, Outputs]:
+          seed: int, checkpoints: int = 0,
+          on_checkpoint: Callable[[nn.Module], None] | None = None) -> tuple[nn.Module, Outputs]:
     """Adam on ``loss_fn`` over shuffled full batches of ``batch`` (``model`` is trained in place and returned).
 
     With ``checkpoints`` > 0 also returns the outputs on the whole training set, in a random order, with their
-    targets, after that many evenly spaced epochs (first and last included).
+    targets, after that many evenly spaced epochs (first and last included); ``on_checkpoint(model)`` is then called
+    too, without autograd (e.g. to record test-set outputs at the same checkpoints).
     """
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -89,6 +91,8 @@ def train(x: torch.Tensor, y: torch.Tensor, model: nn.Module, loss_fn: LossFn, e
             with torch.no_grad():
                 order = torch.randperm(x.shape[0], generator=gen)
                 outputs.append((model(x[order]), y[order]))
+                if on_checkpoint is not None:
+                    on_checkpoint(model)
     return model, outputs
 
 

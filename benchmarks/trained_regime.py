@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import downstream_ordinal as ordinal
+import downstream_tabular as tab
 import metricloss as ml
 from common import demo_outputs, machine_line
 from metricloss import demo
@@ -59,24 +60,9 @@ def ordinal_data() -> dict:
     """downstream_ordinal's CE run (split and init seed 100, as tab.train trains it), keeping at 16 epochs the
     training-set outputs (shuffled, as tab.train keeps them) and the test-set outputs."""
     x, y, x_test, y_test = ordinal.load(100)
-    model = ordinal.make_model(100)
-    opt = torch.optim.Adam(model.parameters(), lr=ordinal.LR)
-    gen = torch.Generator().manual_seed(100)
-    keep = set(torch.linspace(0, ordinal.EPOCHS - 1, 16).round().long().tolist())
-    train_out, test_logits = [], []
-    for epoch in range(ordinal.EPOCHS):
-        perm = torch.randperm(x.shape[0], generator=gen)
-        for i in range(0, x.shape[0] - ordinal.BATCH + 1, ordinal.BATCH):
-            idx = perm[i: i + ordinal.BATCH]
-            loss = ordinal.ce(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if epoch in keep:
-            with torch.no_grad():
-                order = torch.randperm(x.shape[0], generator=gen)
-                train_out.append((model(x[order]), y[order]))
-                test_logits.append(model(x_test))
+    test_logits: list[torch.Tensor] = []
+    _, train_out = tab.train(x, y, ordinal.make_model(100), ordinal.ce, ordinal.EPOCHS, ordinal.LR, ordinal.BATCH, 100,
+                             checkpoints=16, on_checkpoint=lambda model: test_logits.append(model(x_test)))
     gen = torch.Generator().manual_seed(2)
     preds, targets = [], []
     for logits in test_logits:
