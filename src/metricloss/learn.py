@@ -24,10 +24,9 @@ from . import nonparametric as _nonparametric
 from . import uniloss as _uniloss
 from ._checkpoint import fingerprint
 from ._checks import check_choice
-from ._memory import HELDOUT_SHARE, fit_count
 from ._rng import private_rng
 from .evaluation import measure
-from .learning.batches import LearningBatches, prepare_batches
+from .learning.batches import LearningBatches, heldout_count, prepare_batches
 from .learning.distributed import SharedMetric
 from .learning.settings import LearnSettings
 from .learning.shapes import infer_shapes
@@ -61,14 +60,6 @@ class MeasurementError(RuntimeError):
     def __init__(self, message: str, surrogate: Surrogate, path: Path | None) -> None:
         super().__init__(message)
         self.surrogate, self.path = surrogate, path
-
-
-def _check_count(task: Task, settings: LearnSettings) -> int:
-    """Random batches the verdict compares the losses on beside real outputs: at most
-    :data:`~metricloss.verdict.GRADIENT_BATCHES` and ``validation_batches``, and as many as fit in the memory budget's
-    held-out share (at least 2)."""
-    fit = fit_count(task.batch_nbytes(settings.batch_size), settings.memory_budget, HELDOUT_SHARE)
-    return max(2, min(GRADIENT_BATCHES, settings.validation_batches, fit))
 
 
 def learn(
@@ -212,7 +203,9 @@ def learn(
     try:
         batches = prepare_batches(task_obj, clock, settings, outputs, gen)
         check = None if batches.model is None else random_check(  # the verdict's random batches, beside real outputs
-            task_obj, clock, _check_count(task_obj, settings), settings.batch_size, settings.seed)
+            task_obj, clock, heldout_count(min(GRADIENT_BATCHES, settings.validation_batches),
+                                           task_obj.batch_nbytes(settings.batch_size), settings.memory_budget),
+            settings.batch_size, settings.seed)
     finally:
         clock.close()
     if init is not None:
