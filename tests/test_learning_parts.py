@@ -10,6 +10,8 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.stats import kendalltau, spearmanr
 
 import metricloss as ml
@@ -21,6 +23,7 @@ from metricloss.learning import EarlyStopping, LearnSettings, TimedMetric, Train
 from metricloss.metrics.base import as_metric
 from metricloss.metrics.classification import accuracy
 from metricloss.objectives import approximation_objective
+from metricloss.tasks.base import DEFAULT_STEPS, MIN_DEFAULT_STEPS, capped_steps
 from metricloss.tasks.classification import ClassificationTask
 
 C, B = 5, 16
@@ -298,6 +301,30 @@ def test_settings_fill_the_task_defaults():
     assert s.net_config == TASK.default_net_config() and s.report_method == "spearman"
     g = LearnSettings.resolve(TASK, objective="gradient")
     assert g.gradient_weight == 1.0 and g.net_config["absolute"] is False and g.report_method == "gradient"
+
+
+@pytest.mark.parametrize(("family", "kw", "expected"), [
+    ("classification", {"num_classes": 10}, 2000), ("classification", {"num_classes": 1000}, 100),
+    ("classification", {"num_classes": (2, 1000)}, 100), ("classification", {"num_classes": 100_000}, 50),
+    ("ordinal", {"num_classes": 20}, 2000), ("set", {}, 2000),
+    ("pose", {"num_keypoints": 17, "heatmap_size": (64, 48)}, 80),
+    ("pose", {"num_keypoints": 17, "heatmap_size": (96, 72)}, 50),
+    ("sequence", {"vocab_size": 32000, "max_length": 128}, 100),
+    ("sequence", {"vocab_size": 32, "max_length": 24}, 533),
+])
+def test_default_steps_shrink_with_the_size_of_a_steps_batches(family, kw, expected):
+    """The bound ``learn`` uses without ``steps=``: elements per step (N x B x C logits, N x B x K x H x W pixels,
+    N x B x T positions) times the steps within the family's budget, between 50 and 2000 (hand-computed values)."""
+    task = ml.tasks.get_task(family, **kw)
+    assert task.default_steps == expected
+    assert LearnSettings.resolve(task).max_steps == expected
+    assert LearnSettings.resolve(task, steps=7).max_steps == 7
+
+
+@given(st.integers(1, 10**12), st.integers(1, 10**12), st.floats(1.0, 1e13))
+def test_capped_steps_is_bounded_and_never_grows_with_the_step(a, b, budget):
+    small, large = sorted((a, b))
+    assert MIN_DEFAULT_STEPS <= capped_steps(large, budget) <= capped_steps(small, budget) <= DEFAULT_STEPS
     assert LearnSettings.resolve(TASK, gradient_weight=0.5).report_method == "spearman+gradient"
 
 

@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--max-length", type=int, default=None, help="sequence: the largest T")
     shapes.add_argument("--num-labels", type=int, default=None, help="set: L (omit for binary scores)")
     p.add_argument("--objective", default="spearman", choices=["spearman", "kendall", "l2", "l1", "gradient"])
-    p.add_argument("--steps", type=int, default=None, help="upper bound on learning steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="upper bound on learning steps (default: the task's, 2000 for small batches, 100 at C = 1000)")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: the task's)")
     p.add_argument("--batches-per-step", type=int, default=None, help="N, batches ranked per step")
     p.add_argument("--pool-size", type=int, default=None, help="G_R batches drawn up front")

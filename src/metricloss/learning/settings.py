@@ -12,12 +12,9 @@ import torch.distributed as dist
 from .._checks import check_bool, check_choice, check_int, check_nonnegative, check_positive
 from .._memory import DEFAULT_MEMORY_BUDGET, parse_budget
 from ..objectives import OBJECTIVES
-from ..tasks.base import Task
+from ..tasks.base import DEFAULT_STEPS, Task
 
 __all__ = ["DEFAULT_STEPS", "LearnSettings"]
-
-#: Upper bound on learning steps when ``steps`` is not given (early stopping ends most runs sooner).
-DEFAULT_STEPS = 2000
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,7 @@ class LearnSettings:
             raise ValueError(f"`p_random` must be in [0, 1], got {p_random!r}")
         return cls(
             objective=objective,
-            max_steps=check_int(steps if steps is not None else DEFAULT_STEPS, "steps", 1),
+            max_steps=check_int(steps if steps is not None else task.default_steps, "steps", 1),
             batch_size=check_int(batch_size if batch_size is not None else task.default_batch_size, "batch_size", 1),
             batches_per_step=check_int(batches_per_step if batches_per_step is not None
                                        else task.default_batches_per_step, "batches_per_step", 2),

@@ -19,7 +19,25 @@ from torch import nn
 from .._checks import check_class_batch, check_int, check_size_range
 from ..metrics.base import Metric
 
-__all__ = ["TASKS", "ClassIndexTask", "Task", "get_task", "register_task"]
+__all__ = ["DEFAULT_STEPS", "MIN_DEFAULT_STEPS", "TASKS", "ClassIndexTask", "Task", "capped_steps", "get_task",
+           "register_task"]
+
+#: Upper bound on learning steps when ``steps`` is not given, for tasks whose batches are small (early stopping
+#: ends most runs sooner); :attr:`Task.default_steps` lowers it where a step's default batches are large.
+DEFAULT_STEPS = 2000
+#: The fewest steps :func:`capped_steps` gives, however large a step's batches.
+MIN_DEFAULT_STEPS = 50
+
+
+def capped_steps(step_elements: int, budget: float) -> int:
+    """A default step bound for steps of ``step_elements`` elements each: :data:`DEFAULT_STEPS`, or as many steps as
+    fit in ``budget`` elements in all when fewer, but at least :data:`MIN_DEFAULT_STEPS`.
+
+    Example:
+        >>> capped_steps(128 * 128 * 10, 1.6e9), capped_steps(128 * 128 * 1000, 1.6e9)
+        (2000, 97)
+    """
+    return int(max(MIN_DEFAULT_STEPS, min(DEFAULT_STEPS, budget // max(step_elements, 1))))
 
 
 class Task(ABC):
@@ -31,6 +49,9 @@ class Task(ABC):
     default_batch_size: ClassVar[int] = 128
     #: N, batches ranked together per learning step (the paper's 128 unless a task's batches are costly).
     default_batches_per_step: ClassVar[int] = 128
+    #: Upper bound on learning steps when ``learn`` is not given ``steps`` (families with large batches lower it by
+    #: the size of a step's batches, see :func:`capped_steps`).
+    default_steps: ClassVar[int] = DEFAULT_STEPS
     #: G_R batches drawn up front by :func:`metricloss.learn` (``None``: as many as fit in ~128 MiB, <= 4096).
     #: Tasks with slow metrics set a smaller pool.
     default_pool_size: ClassVar[int | None] = None
@@ -97,6 +118,12 @@ class Task(ABC):
         return int(pred.nbytes + target.nbytes)
 
 
+#: Logits a classification or ordinal run learns from in all by default (:attr:`ClassIndexTask.default_steps`):
+#: 100 steps of 128 batches of 128 samples at ``C = 1000``. On 2 cores at ImageNet's ``C = 1000`` such a run took
+#: about 80 s and ranked held-out batches well above cross-entropy (``benchmarks/real_sizes.py``, docs/benchmarks.md).
+LEARN_LOGITS = 100 * 128 * 128 * 1000
+
+
 class ClassIndexTask(Task):
     """The shared half of the families whose predictions are logits ``(B, C)`` and whose targets are int64 class
     indices ``(B,)`` (classification, ordinal): shape, checks and the cross-entropy baseline.
@@ -122,6 +149,12 @@ class ClassIndexTask(Task):
     def __init__(self, num_classes: int | tuple[int, int] | list[int]) -> None:
         #: The smallest and the largest number of classes G_R draws (equal for one integer).
         self.min_classes, self.num_classes = check_size_range(num_classes, "num_classes", 2)
+
+    @property
+    def default_steps(self) -> int:  # type: ignore[override]
+        """:data:`DEFAULT_STEPS` up to ``C = 100``, then fewer, so a step's default batches times the steps stay
+        within :data:`LEARN_LOGITS` logits: 100 steps at ``C = 1000`` (the largest ``C`` of a range)."""
+        return capped_steps(self.default_batches_per_step * self.default_batch_size * self.num_classes, LEARN_LOGITS)
 
     def config(self) -> dict[str, Any]:
         if self.min_classes == self.num_classes:

@@ -76,7 +76,7 @@ from .._checks import check_choice, check_int, check_positive
 from ..metrics.base import Metric
 from ..metrics.pose import BUILTINS, _check_reference, check_pose, heatmap_argmax, pckh
 from ._nets import mlp
-from .base import Task, register_task
+from .base import Task, capped_steps, register_task
 
 __all__ = ["FEATURE_RADII", "KINDS", "NUM_FEATURES", "PoseNet", "PoseTask", "gaussian_heatmaps", "heatmap_features",
            "heatmap_mse"]
@@ -86,6 +86,9 @@ NORMALIZE = ("none", "softmax")
 
 #: Heatmap pixels in one learning step's default batches (sets :attr:`PoseTask.default_batches_per_step`).
 STEP_ELEMENTS = 1 << 22
+#: Heatmap pixels a run learns from in all by default (:attr:`PoseTask.default_steps`): 80 steps of COCO-size
+#: batches (16 batches of 8 samples, 17 keypoints at 64×48).
+LEARN_PIXELS = 80 * 16 * 8 * 17 * 64 * 48
 # G_R renders at most this many heatmap pixels at once (memory stays around a few hundred MB).
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -378,6 +381,14 @@ class PoseTask(Task):
         would hold more than :data:`STEP_ELEMENTS` heatmap pixels (COCO's 17 keypoints at 64×48: 16)."""
         per_batch = self.default_batch_size * self.num_keypoints * self.heatmap_size[0] * self.heatmap_size[1]
         return max(16, min(128, STEP_ELEMENTS // per_batch))
+
+    @property
+    def default_steps(self) -> int:  # type: ignore[override]
+        """The default step bound: 2000 for small heatmaps, fewer when a step's default batches are large, so all
+        steps together hold at most :data:`LEARN_PIXELS` pixels (80 steps at COCO's 17 keypoints at 64×48, the
+        floor of 50 at 96×72; :func:`~metricloss.tasks.base.capped_steps`)."""
+        per_batch = self.default_batch_size * self.num_keypoints * self.heatmap_size[0] * self.heatmap_size[1]
+        return capped_steps(self.default_batches_per_step * per_batch, LEARN_PIXELS)
 
     def config(self) -> dict[str, Any]:
         return {"num_keypoints": self.num_keypoints, "heatmap_size": list(self.heatmap_size), "sigma": self.sigma,

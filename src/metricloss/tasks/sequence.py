@@ -86,7 +86,7 @@ from torch import nn
 from .._checks import check_float_tensor, check_int, check_int_tensor
 from ..metrics.base import Metric
 from ..metrics.sequence import IGNORE_INDEX, builtins
-from .base import Task, register_task
+from .base import Task, capped_steps, register_task
 
 __all__ = ["FEATURES", "SelfAttentionBlock", "SequenceNet", "SequenceTask", "token_features"]
 
@@ -385,6 +385,12 @@ class SequenceNet(nn.Module):
         return losses.view(lead).mean(dim=-1)
 
 
+#: Target positions a run learns from in all by default (:attr:`SequenceTask.default_steps`): 100 steps of 32 batches
+#: of 16 sentences at ``max_length = 128``. The net reads a few logits per position, so the vocabulary size does not
+#: enter the cost.
+LEARN_TOKENS = 100 * 32 * 16 * 128
+
+
 @register_task
 class SequenceTask(Task):
     """``task="sequence"``: token logits ``(B, T, V)`` and int64 tokens ``(B, T)`` padded with -100.
@@ -431,6 +437,13 @@ class SequenceTask(Task):
 
     def config(self) -> dict[str, Any]:
         return {"vocab_size": self.vocab_size, "max_length": self.max_length, "pad_id": self.pad_id}
+
+    @property
+    def default_steps(self) -> int:  # type: ignore[override]
+        """The default step bound: 2000 for short sentences, fewer for long ones, so all steps' default batches hold
+        at most :data:`LEARN_TOKENS` positions (100 steps at ``max_length = 128``, 533 at 24, the floor of 50 from
+        256 up; :func:`~metricloss.tasks.base.capped_steps`)."""
+        return capped_steps(self.default_batches_per_step * self.default_batch_size * self.max_length, LEARN_TOKENS)
 
     @property
     def metrics(self) -> dict[str, Metric]:
