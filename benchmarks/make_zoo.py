@@ -340,7 +340,8 @@ ENTRIES: dict[str, Entry] = {
         "docs/benchmarks.md). Its inputs do not change with the scale of the scores above its `sign_floor` "
         "and `rank_floor` (docs/reliability.md).", threads=1),
     "pose-pck": Entry(
-        "pck", "pose", {"num_keypoints": 17, "heatmap_size": [64, 48], "sigma": 2.0, "gradient_probe": 0, "steps": 2000},
+        "pck", "pose", {"num_keypoints": 17, "heatmap_size": [64, 48], "sigma": 2.0, "gradient_probe": 0,
+                        "steps": 2000},
         (pose_random_row(4, (16, 16), 512), pose_random_row(17, (64, 48), 256), pose_random_row(17, (96, 72), 256),
          outputs_row("pck", f"test-set heatmaps (K = {downstream_pose.K}, 16×16) of a conv net trained with MSE "
                      f"(seed 0), after epochs {', '.join(map(str, downstream_pose.CHECKPOINT_EPOCHS))} "
