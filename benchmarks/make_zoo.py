@@ -191,6 +191,8 @@ def widened_row(n: int, seed: int = 778) -> Callable[[ml.Surrogate], Row]:
                  f"V = {sur.task.vocab_size}, T = {sur.task.max_length}")
         return where, sur.task.baseline_name, got["ce"], got["surrogate"]
 
+    return row
+
 
 def pose_random_row(k: int, size: tuple[int, int], n: int, seed: int = 777, chunk: int = 32
                     ) -> Callable[[ml.Surrogate], Row]:

@@ -5,6 +5,7 @@ import of the package's own modules outside the command line) and functions shor
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,13 @@ def test_every_shipped_surrogate_has_one_builder_entry():
                    and getattr(node.target, "id", None) == "ENTRIES")
     names = {key.value for key in entries.keys}
     assert names == set(available())
+
+
+def test_every_zoo_card_row_is_a_measurement(monkeypatch):
+    # Each ENTRIES row is a factory's product, called with the learned surrogate when a card is written; a factory that
+    # forgot to return its closure left None there, and the card failed only after a long learning run.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # how the script itself runs: its folder on sys.path
+    make_zoo = importlib.import_module("make_zoo")
+    bad = [(name, i) for name, entry in make_zoo.ENTRIES.items() for i, row in enumerate(entry.rows)
+           if not callable(row)]
+    assert bad == []
