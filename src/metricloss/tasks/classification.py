@@ -61,15 +61,68 @@ CLASS_AVERAGED = frozenset({"macro_f1", "balanced_accuracy", "cohen_kappa", "mcc
 CLASS_FEATURES = ("tp", "fp", "fn", "support", "recall", "precision", "f1", "present")
 
 
+def _first_max_index(scratch: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """Index ``(..., 1)`` of the first entry of ``scratch`` ``(..., C)`` equal to its row maximum ``top`` ``(..., 1)``
+    (as ``max(dim=-1)`` returns it), overwriting ``scratch``. Vectorised reductions only: an index-returning max
+    over ``(256, 1000)`` costs as much as the rest of the features on a CPU."""
+    c = scratch.shape[-1]
+    if scratch.dtype not in (torch.float32, torch.float64) or c > 2 ** 24:  # class numbers not exact in the dtype
+        return scratch.max(dim=-1, keepdim=True).indices
+    # 1 at the maxima, times C - c: the first maximum gets the largest value. A row that is all -inf is all maxima,
+    # so it gets index 0, as max() gives it.
+    rank = torch.arange(c, 0, -1, dtype=scratch.dtype, device=scratch.device)
+    return (c - scratch.ge_(top).mul_(rank).amax(dim=-1, keepdim=True)).long()
+
+
+class _PickedLogProbs(torch.autograd.Function):
+    r"""Log-probabilities ``(..., B, K)`` of the target class (``K = 1``), and of the most probable other class
+    (``K = 2``, ``runner_up``), from logits ``(..., B, C)``: :math:`z_i - \log\sum_c e^{z_c}` at those classes.
+
+    One pass for the largest other logit and its index (no autograd), one exp-sum for the normaliser, two gathers;
+    the backward is :math:`\partial/\partial z = e_i - \mathrm{softmax}(z)` per picked class, written with the
+    exponentials the forward kept (a plain backward), or with differentiable torch ops from the logits when the
+    backward is itself differentiated (``create_graph=True``: the learning's gradient penalty). Against
+    ``log_softmax(z).gather(...)`` this saves the full log-softmax output and its backward, the gather backward's
+    ``(B, C)`` zero fill, and an index-returning max.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor, runner_up: bool) -> torch.Tensor:
+        target = target.unsqueeze(-1)
+        if runner_up:
+            scratch = logits.scatter(-1, target, float("-inf"))
+            other_top = scratch.amax(dim=-1, keepdim=True)
+            index = torch.cat([target, _first_max_index(scratch, other_top)], dim=-1)
+            top = torch.maximum(other_top, logits.gather(-1, target))
+        else:
+            index, scratch = target, torch.empty_like(logits)
+            top = logits.amax(dim=-1, keepdim=True)
+        exp = torch.sub(logits, top, out=scratch).exp_()
+        total = exp.sum(dim=-1, keepdim=True)
+        ctx.save_for_backward(logits, index, exp, total)
+        # The order of log_softmax's kernel, (z - max) - log(sum), so the values match it to the last bits.
+        return (logits.gather(-1, index) - top) - total.log()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, index, exp, total = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiable ops, so the gradient has a gradient
+            grad_logits = logits.softmax(dim=-1) * -grad.sum(dim=-1, keepdim=True)
+            return grad_logits.scatter_add(-1, index, grad), None, None
+        grad_logits = exp * (grad.sum(dim=-1, keepdim=True) / total).neg_()
+        return grad_logits.scatter_add_(-1, index, grad), None, None
+
+
 def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[str, ...]) -> torch.Tensor:
     r"""Per-sample features ``(..., B, F)`` of logits ``(..., B, C)`` and targets ``(..., B)``, for any ``C >= 2``.
 
     ``target_prob`` :math:`p_y`, ``log_target_prob`` :math:`\max(\log p_y, -30)/10` and ``margin``
-    :math:`p_y - \max_{c \ne y} p_c`. The best other class is found without autograd (its index), and the
-    probabilities of the target and of that class are gathered from one log-softmax, so a forward+backward pass costs
-    about one cross-entropy plus one max over the logits: this is what keeps the surrogate's cost near
-    cross-entropy's at ``C = 1000``. Classes with logit ``-inf`` (absent classes of
-    :class:`~metricloss.tasks.base.ClassIndexTask`) get probability 0.
+    :math:`p_y - \max_{c \ne y} p_c`. Only two log-probabilities are computed, :math:`\log p_y` and, for the margin,
+    :math:`\log p_o` of the best other class :math:`o` (the first of the largest logits other than the target's,
+    found without autograd): one normaliser :math:`\log\sum_c e^{z_c}` and two gathers, with a backward written
+    for them (and itself differentiable, for learning's gradient penalty). This is what keeps the surrogate's cost
+    near cross-entropy's at ``C = 1000`` (``docs/benchmarks.md``). Classes with logit ``-inf`` (absent classes of
+    :class:`~metricloss.tasks.base.ClassIndexTask`) get probability 0 and gradient 0.
 
     Example:
         >>> z = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])
@@ -77,14 +130,7 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
         tensor([[ 0.2447, -0.4205],
                 [ 0.9094,  0.8642]])
     """
-    target = target.long().unsqueeze(-1)
-    logp = logits.log_softmax(dim=-1)
-    index = target
-    if "margin" in features:
-        with torch.no_grad():
-            other = logits.detach().scatter(-1, target, float("-inf")).max(dim=-1, keepdim=True).indices
-        index = torch.cat([target, other], dim=-1)
-    picked = logp.gather(-1, index)  # (..., B, 1 or 2): log p_y and, for the margin, log p of the best other class
+    picked = _PickedLogProbs.apply(logits, target.long(), "margin" in features)
     logp_y = picked[..., 0]
     out = []
     for name in features:
