@@ -155,8 +155,12 @@ def test_backward_twice_with_retain_graph_gives_the_same_gradient():
     out = class_features(z, target, ("target_prob", "margin")).sum()
     out.backward(retain_graph=True)
     first = z.grad.clone()
-    out.backward()
+    out.backward(retain_graph=True)  # the backward reuses its forward's buffer once; later calls recompute it
     torch.testing.assert_close(z.grad, 2 * first)
+    (again,) = torch.autograd.grad(out, z, retain_graph=True)
+    torch.testing.assert_close(again, first)
+    (second,) = torch.autograd.grad(out, z, create_graph=True)  # the differentiable backward, after the others
+    torch.testing.assert_close(second.detach(), first)
 
 
 def test_no_grad_and_inference_mode_give_the_values():
