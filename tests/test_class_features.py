@@ -77,8 +77,10 @@ def test_values_and_gradients_match_the_log_softmax_reference(features, shape, c
 def test_gradcheck_and_gradgradcheck_float64(features):
     logits, target = _batch((5,), 8, seed=3, scale=1.0)  # no ties: the runner-up is unique
     logits.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda z: class_features(z, target, features), (logits,))
-    assert torch.autograd.gradgradcheck(lambda z: class_features(z, target, features), (logits,))
+    fn = lambda z: class_features(z, target, features)  # noqa: E731
+    # forward mode (the jvp rule) and batched gradients (the vmap rule) too
+    assert torch.autograd.gradcheck(fn, (logits,), check_forward_ad=True, check_batched_grad=True)
+    assert torch.autograd.gradgradcheck(fn, (logits,), check_fwd_over_rev=True, check_batched_grad=True)
 
 
 def test_stacked_gradcheck_float64():
@@ -86,6 +88,36 @@ def test_stacked_gradcheck_float64():
     logits.requires_grad_(True)
     fn = lambda z: class_features(z, target, ("target_prob", "margin"))  # noqa: E731
     assert torch.autograd.gradcheck(fn, (logits,)) and torch.autograd.gradgradcheck(fn, (logits,))
+
+
+def test_torch_func_transforms_give_the_reference_derivatives():
+    """``torch.func``: per-sample gradients (vmap of grad), forward mode (jvp) and the Hessian (jacfwd of jacrev),
+    as the plain formula gave them. The reference reads the loop's runner-up, fixed (no ties here)."""
+    logits, target = _batch((6,), 7, seed=9, scale=1.5)
+    other = _runner_up_loop(logits, target)
+    features = ("target_prob", "margin", "log_target_prob")
+
+    def ref(z, y, o):
+        logp = z.log_softmax(dim=-1)
+        lp_y, lp_o = logp.gather(-1, y.unsqueeze(-1))[..., 0], logp.gather(-1, o.unsqueeze(-1))[..., 0]
+        return torch.stack([lp_y.exp(), lp_y.exp() - lp_o.exp(), lp_y.clamp_min(-30.0) / 10], dim=-1)
+
+    weight = torch.tensor([0.7, -1.3, 2.0], dtype=torch.float64)
+
+    def ours_sample(z, y, o):
+        return (class_features(z[None], y[None], features)[0] * weight).sum()
+
+    def ref_sample(z, y, o):
+        return (ref(z[None], y[None], o[None])[0] * weight).sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(ours_sample))(logits, target, other)
+    torch.testing.assert_close(per_sample, torch.func.vmap(torch.func.grad(ref_sample))(logits, target, other))
+    tangent = torch.randn(logits.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    _, jvp = torch.func.jvp(lambda z: class_features(z, target, features), (logits,), (tangent,))
+    _, ref_jvp = torch.func.jvp(lambda z: ref(z, target, other), (logits,), (tangent,))
+    torch.testing.assert_close(jvp, ref_jvp)
+    hessian = torch.func.hessian(ours_sample)(logits[0], target[0], other[0])
+    torch.testing.assert_close(hessian, torch.func.hessian(ref_sample)(logits[0], target[0], other[0]))
 
 
 def test_ties_pick_the_first_class_as_the_reference_does():

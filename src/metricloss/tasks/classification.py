@@ -83,11 +83,15 @@ class _PickedLogProbs(torch.autograd.Function):
     exponentials the forward kept (a plain backward), or with differentiable torch ops from the logits when the
     backward is itself differentiated (``create_graph=True``: the learning's gradient penalty). Against
     ``log_softmax(z).gather(...)`` this saves the full log-softmax output and its backward, the gather backward's
-    ``(B, C)`` zero fill, and an index-returning max.
+    ``(B, C)`` zero fill, and an index-returning max. ``jvp`` (forward mode) and ``vmap`` rules keep it usable under
+    ``torch.func`` transforms, as the plain formula was.
+
+    ``forward`` returns the log-probabilities and, not differentiable, what the other rules read: the picked indices,
+    the row maxima, :math:`\exp(z - \max)` and its sums.
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor, runner_up: bool) -> torch.Tensor:
+    def forward(logits: torch.Tensor, target: torch.Tensor, runner_up: bool) -> tuple[torch.Tensor, ...]:
         target = target.unsqueeze(-1)
         if runner_up:
             scratch = logits.scatter(-1, target, float("-inf"))
@@ -99,15 +103,25 @@ class _PickedLogProbs(torch.autograd.Function):
             top = logits.amax(dim=-1, keepdim=True)
         exp = torch.sub(logits, top, out=scratch).exp_()
         total = exp.sum(dim=-1, keepdim=True)
-        ctx.save_for_backward(logits, index, top, total)
-        # exp(z - max), kept for the backward, which turns it into the gradient in place (one (B, C) buffer per call
-        # instead of two: a fresh buffer of that size costs more in page faults than the arithmetic on it).
-        ctx.exp = exp
         # The order of log_softmax's kernel, (z - max) - log(sum), so the values match it to the last bits.
-        return (logits.gather(-1, index) - top) - total.log()
+        return (logits.gather(-1, index) - top) - total.log(), index, top, exp, total
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
+        logits = inputs[0]
+        _, index, top, exp, total = output
+        ctx.mark_non_differentiable(index, top, exp, total)
+        ctx.set_materialize_grads(False)  # no (B, C) zeros for the gradient of `exp`, which nothing reads
+        ctx.save_for_backward(logits, index, top, total)
+        ctx.save_for_forward(logits, index, top, total)
+        # exp(z - max), which the backward turns into the gradient in place (one (B, C) buffer per call instead of
+        # two: a fresh buffer of that size costs more in page faults than the arithmetic on it).
+        ctx.exp = exp
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, None, None]:
+        if grad is None:
+            return None, None, None
         logits, index, top, total = ctx.saved_tensors
         scale = grad.sum(dim=-1, keepdim=True)
         if torch.is_grad_enabled():  # create_graph: differentiable ops, so the gradient has a gradient
@@ -116,8 +130,28 @@ class _PickedLogProbs(torch.autograd.Function):
         exp, ctx.exp = ctx.exp, None  # used once; a second backward (retain_graph=True) recomputes it
         if exp is None:
             exp = torch.sub(logits, top).exp_()
-        grad_logits = exp.mul_(scale.div_(total).neg_())
+        scale = scale.div_(total).neg_()
+        try:
+            grad_logits = exp.mul_(scale)
+        except RuntimeError:  # vmap over the backward (is_grads_batched): `scale` is batched, `exp` is not
+            grad_logits = exp * scale
         return grad_logits.scatter_add_(-1, index, grad), None, None
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        logits, index, top, total = ctx.saved_tensors
+        # the softmax-weighted tangent (exp(z - max) recomputed: a reference kept to the forward's buffer would make
+        # autograd copy the gradient the backward writes into it)
+        mean = ((logits - top).exp_() * tangent).sum(dim=-1, keepdim=True) / total
+        return tangent.gather(-1, index) - mean, None, None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], logits: torch.Tensor, target: torch.Tensor,
+             runner_up: bool) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+        # Every leading dimension is a stack already: move the mapped one to the front.
+        logits, target = (x.movedim(d, 0) if d is not None else x.expand(info.batch_size, *x.shape)
+                          for x, d in zip((logits, target), in_dims[:2], strict=True))
+        return _PickedLogProbs.apply(logits, target, runner_up), (0, 0, 0, 0, 0)
 
 
 def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[str, ...]) -> torch.Tensor:
@@ -137,7 +171,7 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
         tensor([[ 0.2447, -0.4205],
                 [ 0.9094,  0.8642]])
     """
-    picked = _PickedLogProbs.apply(logits, target.long(), "margin" in features)
+    picked = _PickedLogProbs.apply(logits, target.long(), "margin" in features)[0]
     probs = picked.exp()
     out = []
     for name in features:
