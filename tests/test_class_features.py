@@ -73,6 +73,7 @@ def test_values_and_gradients_match_the_log_softmax_reference(features, shape, c
     torch.testing.assert_close(grad, ref_grad, **tol)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # gradcheck's own vmap
 @pytest.mark.parametrize("features", FEATURE_SETS)
 def test_gradcheck_and_gradgradcheck_float64(features):
     logits, target = _batch((5,), 8, seed=3, scale=1.0)  # no ties: the runner-up is unique

@@ -161,8 +161,9 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
     :math:`p_y - \max_{c \ne y} p_c`. Only two log-probabilities are computed, :math:`\log p_y` and, for the margin,
     :math:`\log p_o` of the best other class :math:`o` (the first of the largest logits other than the target's,
     found without autograd): one normaliser :math:`\log\sum_c e^{z_c}` and two gathers, with a backward written
-    for them (and itself differentiable, for learning's gradient penalty). This is what keeps the surrogate's cost
-    near cross-entropy's at ``C = 1000`` (``docs/benchmarks.md``). Classes with logit ``-inf`` (absent classes of
+    for them (and itself differentiable, for learning's gradient penalty). This keeps the features' cost at
+    ``C = 1000`` near cross-entropy's; the per-sample MLP adds a cost that grows with ``B`` alone
+    (``docs/benchmarks.md``). Classes with logit ``-inf`` (absent classes of
     :class:`~metricloss.tasks.base.ClassIndexTask`) get probability 0 and gradient 0.
 
     Example:
