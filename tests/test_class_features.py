@@ -25,6 +25,14 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(params=["fused", "composite"])
+def path(request, monkeypatch):
+    """Both ways ``class_features`` computes its log-probabilities, whatever the size: the custom autograd Function
+    (``fused``, from ``FUSED_MIN_LOGITS`` logits on) and the log-softmax formula (``composite``, below)."""
+    monkeypatch.setattr(classification, "FUSED_MIN_LOGITS", 0 if request.param == "fused" else 2 ** 62)
+    return request.param
+
+
 def _runner_up_loop(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The first class with the largest logit among the classes other than the target, row by row in Python."""
     rows, targets = logits.detach().reshape(-1, logits.shape[-1]).tolist(), target.reshape(-1).tolist()
@@ -62,7 +70,7 @@ def _value_and_grad(fn, logits, target, features, weight):
 @pytest.mark.parametrize("features", FEATURE_SETS)
 @pytest.mark.parametrize("shape, c, dtype", [((7,), 2, torch.float64), ((16,), 10, torch.float64),
                                              ((3, 5), 37, torch.float64), ((64,), 1000, torch.float32)])
-def test_values_and_gradients_match_the_log_softmax_reference(features, shape, c, dtype):
+def test_values_and_gradients_match_the_log_softmax_reference(features, shape, c, dtype, path):
     logits, target = _batch(shape, c, seed=c, dtype=dtype)
     weight = torch.randn(*shape, len(features), generator=torch.Generator().manual_seed(1), dtype=dtype)
     out, grad = _value_and_grad(class_features, logits, target, features, weight)
@@ -75,7 +83,7 @@ def test_values_and_gradients_match_the_log_softmax_reference(features, shape, c
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # gradcheck's own vmap
 @pytest.mark.parametrize("features", FEATURE_SETS)
-def test_gradcheck_and_gradgradcheck_float64(features):
+def test_gradcheck_and_gradgradcheck_float64(features, path):
     logits, target = _batch((5,), 8, seed=3, scale=1.0)  # no ties: the runner-up is unique
     logits.requires_grad_(True)
     fn = lambda z: class_features(z, target, features)  # noqa: E731
@@ -84,14 +92,14 @@ def test_gradcheck_and_gradgradcheck_float64(features):
     assert torch.autograd.gradgradcheck(fn, (logits,), check_fwd_over_rev=True, check_batched_grad=True)
 
 
-def test_stacked_gradcheck_float64():
+def test_stacked_gradcheck_float64(path):
     logits, target = _batch((2, 3), 6, seed=4, scale=2.0)
     logits.requires_grad_(True)
     fn = lambda z: class_features(z, target, ("target_prob", "margin"))  # noqa: E731
     assert torch.autograd.gradcheck(fn, (logits,)) and torch.autograd.gradgradcheck(fn, (logits,))
 
 
-def test_torch_func_transforms_give_the_reference_derivatives():
+def test_torch_func_transforms_give_the_reference_derivatives(path):
     """``torch.func``: per-sample gradients (vmap of grad), forward mode (jvp) and the Hessian (jacfwd of jacrev),
     as the plain formula gave them. The reference reads the loop's runner-up, fixed (no ties here)."""
     logits, target = _batch((6,), 7, seed=9, scale=1.5)
@@ -121,7 +129,7 @@ def test_torch_func_transforms_give_the_reference_derivatives():
     torch.testing.assert_close(hessian, torch.func.hessian(ref_sample)(logits[0], target[0], other[0]))
 
 
-def test_ties_pick_the_first_class_as_the_reference_does():
+def test_ties_pick_the_first_class_as_the_reference_does(path):
     logits = torch.tensor([[1.0, 3.0, 3.0, 0.0],     # the target (1) ties with class 2 for the arg-max
                            [2.0, 0.0, 2.0, 2.0],     # three others tie for the runner-up: class 0 is first
                            [5.0, 5.0, 5.0, 5.0],     # all equal, target 0: the runner-up is class 1
@@ -139,7 +147,7 @@ def test_ties_pick_the_first_class_as_the_reference_does():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_inf_padded_classes_get_probability_and_gradient_zero(dtype):
+def test_inf_padded_classes_get_probability_and_gradient_zero(dtype, path):
     logits, target = _batch((6,), 5, seed=5, dtype=dtype)
     padded = torch.cat([logits, torch.full((6, 4), float("-inf"), dtype=dtype)], dim=-1)
     features = ("target_prob", "margin", "log_target_prob")
@@ -157,7 +165,7 @@ def test_inf_padded_classes_get_probability_and_gradient_zero(dtype):
     assert bool(torch.isfinite(gg).all()) and bool((gg[:, 5:] == 0).all())
 
 
-def test_a_row_of_one_present_class_is_handled_like_the_reference():
+def test_a_row_of_one_present_class_is_handled_like_the_reference(path):
     # Not a valid input (C >= 2 present classes), but unvalidated it must not index out of range: the runner-up of a
     # row whose other classes are all -inf is class 0, as max() gives it, with probability 0.
     logits = torch.tensor([[float("-inf"), 1.0, float("-inf")]], dtype=torch.float64)
@@ -165,7 +173,7 @@ def test_a_row_of_one_present_class_is_handled_like_the_reference():
     torch.testing.assert_close(out, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
 
 
-def test_second_derivatives_match_the_reference():
+def test_second_derivatives_match_the_reference(path):
     """What learning computes: the gradient in the logits with ``create_graph=True``, the gradient penalty on it,
     differentiated in the logits and in the net's weights."""
     torch.manual_seed(0)
@@ -182,7 +190,8 @@ def test_second_derivatives_match_the_reference():
         torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-13)
 
 
-def test_backward_twice_with_retain_graph_gives_the_same_gradient():
+def test_backward_twice_with_retain_graph_gives_the_same_gradient(monkeypatch):
+    monkeypatch.setattr(classification, "FUSED_MIN_LOGITS", 0)  # the Function's backward reuses its buffer once
     logits, target = _batch((8,), 30, seed=7, dtype=torch.float32)
     z = logits.requires_grad_(True)
     out = class_features(z, target, ("target_prob", "margin")).sum()
@@ -196,7 +205,7 @@ def test_backward_twice_with_retain_graph_gives_the_same_gradient():
     torch.testing.assert_close(second.detach(), first)
 
 
-def test_no_grad_and_inference_mode_give_the_values():
+def test_no_grad_and_inference_mode_give_the_values(path):
     logits, target = _batch((8,), 30, seed=8, dtype=torch.float32)
     ref = reference_features(logits, target, ("target_prob", "margin"))
     with torch.no_grad():

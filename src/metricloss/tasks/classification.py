@@ -154,6 +154,25 @@ class _PickedLogProbs(torch.autograd.Function):
         return _PickedLogProbs.apply(logits, target, runner_up), (0, 0, 0, 0, 0)
 
 
+#: From this many logits in a call (all its batches together) on, :func:`class_features` computes the two
+#: log-probabilities with :class:`_PickedLogProbs`; below, with the composite formula (log-softmax and gathers),
+#: whose fewer, larger ops cost less there. One thread, forward+backward: equal at 64,000 logits, the composite 0.06
+#: ms cheaper at (256, 100), :class:`_PickedLogProbs` 1.1 ms cheaper at (256, 1000) (``docs/benchmarks.md``).
+FUSED_MIN_LOGITS = 65536
+
+
+def _picked_log_probs(logits: torch.Tensor, target: torch.Tensor, runner_up: bool) -> torch.Tensor:
+    """``log p`` ``(..., B, 1 or 2)`` at the target and, with ``runner_up``, at the best other class."""
+    if logits.numel() >= FUSED_MIN_LOGITS:
+        return _PickedLogProbs.apply(logits, target, runner_up)[0]
+    index = target.unsqueeze(-1)
+    if runner_up:
+        with torch.no_grad():  # max() returns the first of equal maxima, as _first_max_index does
+            other = logits.detach().scatter(-1, index, float("-inf")).max(dim=-1, keepdim=True).indices
+        index = torch.cat([index, other], dim=-1)
+    return logits.log_softmax(dim=-1).gather(-1, index)
+
+
 def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[str, ...]) -> torch.Tensor:
     r"""Per-sample features ``(..., B, F)`` of logits ``(..., B, C)`` and targets ``(..., B)``, for any ``C >= 2``.
 
@@ -161,10 +180,11 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
     :math:`p_y - \max_{c \ne y} p_c`. Only two log-probabilities are computed, :math:`\log p_y` and, for the margin,
     :math:`\log p_o` of the best other class :math:`o` (the first of the largest logits other than the target's,
     found without autograd): one normaliser :math:`\log\sum_c e^{z_c}` and two gathers, with a backward written
-    for them (and itself differentiable, for learning's gradient penalty). This keeps the features' cost at
-    ``C = 1000`` near cross-entropy's; the per-sample MLP adds a cost that grows with ``B`` alone
-    (``docs/benchmarks.md``). Classes with logit ``-inf`` (absent classes of
-    :class:`~metricloss.tasks.base.ClassIndexTask`) get probability 0 and gradient 0.
+    for them (and itself differentiable, for learning's gradient penalty); below :data:`FUSED_MIN_LOGITS` logits, where
+    that costs more than it saves, the same two from a log-softmax. This keeps the features' cost at ``C = 1000``
+    near cross-entropy's; the per-sample MLP adds a cost that grows with ``B`` alone (``docs/benchmarks.md``).
+    Classes with logit ``-inf`` (absent classes of :class:`~metricloss.tasks.base.ClassIndexTask`) get probability
+    0 and gradient 0.
 
     Example:
         >>> z = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])
@@ -172,7 +192,7 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
         tensor([[ 0.2447, -0.4205],
                 [ 0.9094,  0.8642]])
     """
-    picked = _PickedLogProbs.apply(logits, target.long(), "margin" in features)[0]
+    picked = _picked_log_probs(logits, target.long(), "margin" in features)
     probs = picked.exp()
     out = []
     for name in features:
