@@ -245,3 +245,15 @@ def test_shipped_surrogates_give_the_reference_losses_and_gradients(name, b, c, 
     exact = run()[1]
     for grad in (ours[1], ref[1]):
         assert float((grad - exact).abs().max()) <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("name", ["classification-accuracy", "classification-top5-accuracy"])
+def test_a_surrogate_as_a_loss_computes_no_gradient_for_its_own_weights(name):
+    """The weights are frozen for the user (no weight-gradient matmul in their backward), after train() too."""
+    sur = ml.pretrained(name)
+    sur.train()
+    logits, target = _batch((16,), 50, seed=10, dtype=torch.float32)
+    logits.requires_grad_(True)
+    sur(logits, target).backward()
+    assert logits.grad is not None and not sur.training
+    assert all(not p.requires_grad and p.grad is None for p in sur.parameters())
