@@ -61,15 +61,130 @@ CLASS_AVERAGED = frozenset({"macro_f1", "balanced_accuracy", "cohen_kappa", "mcc
 CLASS_FEATURES = ("tp", "fp", "fn", "support", "recall", "precision", "f1", "present")
 
 
+def _first_max_index(scratch: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """Index ``(..., 1)`` of the first entry of ``scratch`` ``(..., C)`` equal to its row maximum ``top`` ``(..., 1)``
+    (as ``max(dim=-1)`` returns it), overwriting ``scratch``. Vectorised reductions only: an index-returning max
+    over ``(256, 1000)`` costs as much as the rest of the features on a CPU."""
+    c = scratch.shape[-1]
+    if scratch.dtype not in (torch.float32, torch.float64) or c > 2 ** 24:  # class numbers not exact in the dtype
+        return scratch.max(dim=-1, keepdim=True).indices
+    # 1 at the maxima, times C - c: the first maximum gets the largest value. A row that is all -inf is all maxima,
+    # so it gets index 0, as max() gives it.
+    rank = torch.arange(c, 0, -1, dtype=scratch.dtype, device=scratch.device)
+    return (c - scratch.ge_(top).mul_(rank).amax(dim=-1, keepdim=True)).long()
+
+
+class _PickedLogProbs(torch.autograd.Function):
+    r"""Log-probabilities ``(..., B, K)`` of the target class (``K = 1``), and of the most probable other class
+    (``K = 2``, ``runner_up``), from logits ``(..., B, C)``: :math:`z_i - \log\sum_c e^{z_c}` at those classes.
+
+    One pass for the largest other logit and its index (no autograd), one exp-sum for the normaliser, two gathers;
+    the backward is :math:`\partial/\partial z = e_i - \mathrm{softmax}(z)` per picked class, written with the
+    exponentials the forward kept (a plain backward), or with differentiable torch ops from the logits when the
+    backward is itself differentiated (``create_graph=True``: the learning's gradient penalty). Against
+    ``log_softmax(z).gather(...)`` this saves the full log-softmax output and its backward, the gather backward's
+    ``(B, C)`` zero fill, and an index-returning max. ``jvp`` (forward mode) and ``vmap`` rules keep it usable under
+    ``torch.func`` transforms, as the plain formula was.
+
+    ``forward`` returns the log-probabilities and, not differentiable, what the other rules read: the picked indices,
+    the row maxima, :math:`\exp(z - \max)` and its sums.
+    """
+
+    @staticmethod
+    def forward(logits: torch.Tensor, target: torch.Tensor, runner_up: bool) -> tuple[torch.Tensor, ...]:
+        target = target.unsqueeze(-1)
+        if runner_up:
+            scratch = logits.scatter(-1, target, float("-inf"))
+            other_top = scratch.amax(dim=-1, keepdim=True)
+            index = torch.cat([target, _first_max_index(scratch, other_top)], dim=-1)
+            top = torch.maximum(other_top, logits.gather(-1, target))
+        else:
+            index, scratch = target, torch.empty_like(logits)
+            top = logits.amax(dim=-1, keepdim=True)
+        exp = torch.sub(logits, top, out=scratch).exp_()
+        total = exp.sum(dim=-1, keepdim=True)
+        # The order of log_softmax's kernel, (z - max) - log(sum), so the values match it to the last bits.
+        return (logits.gather(-1, index) - top) - total.log(), index, top, exp, total
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
+        logits = inputs[0]
+        _, index, top, exp, total = output
+        ctx.mark_non_differentiable(index, top, exp, total)
+        ctx.set_materialize_grads(False)  # no (B, C) zeros for the gradient of `exp`, which nothing reads
+        ctx.save_for_backward(logits, index, top, total)
+        ctx.save_for_forward(logits, index, top, total)
+        # exp(z - max), which the backward turns into the gradient in place (one (B, C) buffer per call instead of
+        # two: a fresh buffer of that size costs more in page faults than the arithmetic on it).
+        ctx.exp = exp
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, None, None]:
+        if grad is None:
+            return None, None, None
+        logits, index, top, total = ctx.saved_tensors
+        scale = grad.sum(dim=-1, keepdim=True)
+        if torch.is_grad_enabled():  # create_graph: differentiable ops, so the gradient has a gradient
+            grad_logits = logits.softmax(dim=-1) * -scale
+            return grad_logits.scatter_add(-1, index, grad), None, None
+        exp, ctx.exp = ctx.exp, None  # used once; a second backward (retain_graph=True) recomputes it
+        if exp is None:
+            exp = torch.sub(logits, top).exp_()
+        scale = scale.div_(total).neg_()
+        try:
+            grad_logits = exp.mul_(scale)
+        except RuntimeError:  # vmap over the backward (is_grads_batched): `scale` is batched, `exp` is not
+            grad_logits = exp * scale
+        return grad_logits.scatter_add_(-1, index, grad), None, None
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        logits, index, top, total = ctx.saved_tensors
+        # the softmax-weighted tangent (exp(z - max) recomputed: a reference kept to the forward's buffer would make
+        # autograd copy the gradient the backward writes into it)
+        mean = ((logits - top).exp_() * tangent).sum(dim=-1, keepdim=True) / total
+        return tangent.gather(-1, index) - mean, None, None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], logits: torch.Tensor, target: torch.Tensor,
+             runner_up: bool) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+        # Every leading dimension is a stack already: move the mapped one to the front.
+        logits, target = (x.movedim(d, 0) if d is not None else x.expand(info.batch_size, *x.shape)
+                          for x, d in zip((logits, target), in_dims[:2], strict=True))
+        return _PickedLogProbs.apply(logits, target, runner_up), (0, 0, 0, 0, 0)
+
+
+#: From this many logits in a call (all its batches together) on, :func:`class_features` computes the two
+#: log-probabilities with :class:`_PickedLogProbs`; below, with the composite formula (log-softmax and gathers),
+#: whose fewer, larger ops cost less there. One thread, forward+backward: equal at 64,000 logits, the composite 0.06
+#: ms cheaper at (256, 100), :class:`_PickedLogProbs` 1.1 ms cheaper at (256, 1000) (``docs/benchmarks.md``).
+FUSED_MIN_LOGITS = 65536
+
+
+def _picked_log_probs(logits: torch.Tensor, target: torch.Tensor, runner_up: bool) -> torch.Tensor:
+    """``log p`` ``(..., B, 1 or 2)`` at the target and, with ``runner_up``, at the best other class."""
+    if logits.numel() >= FUSED_MIN_LOGITS:
+        return _PickedLogProbs.apply(logits, target, runner_up)[0]
+    index = target.unsqueeze(-1)
+    if runner_up:
+        with torch.no_grad():  # max() returns the first of equal maxima, as _first_max_index does
+            other = logits.detach().scatter(-1, index, float("-inf")).max(dim=-1, keepdim=True).indices
+        index = torch.cat([index, other], dim=-1)
+    return logits.log_softmax(dim=-1).gather(-1, index)
+
+
 def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[str, ...]) -> torch.Tensor:
     r"""Per-sample features ``(..., B, F)`` of logits ``(..., B, C)`` and targets ``(..., B)``, for any ``C >= 2``.
 
     ``target_prob`` :math:`p_y`, ``log_target_prob`` :math:`\max(\log p_y, -30)/10` and ``margin``
-    :math:`p_y - \max_{c \ne y} p_c`. The best other class is found without autograd (its index), and the
-    probabilities of the target and of that class are gathered from one log-softmax, so a forward+backward pass costs
-    about one cross-entropy plus one max over the logits: this is what keeps the surrogate's cost near
-    cross-entropy's at ``C = 1000``. Classes with logit ``-inf`` (absent classes of
-    :class:`~metricloss.tasks.base.ClassIndexTask`) get probability 0.
+    :math:`p_y - \max_{c \ne y} p_c`. Only two log-probabilities are computed, :math:`\log p_y` and, for the margin,
+    :math:`\log p_o` of the best other class :math:`o` (the first of the largest logits other than the target's,
+    found without autograd): one normaliser :math:`\log\sum_c e^{z_c}` and two gathers, with a backward written
+    for them (and itself differentiable, for learning's gradient penalty); below :data:`FUSED_MIN_LOGITS` logits, where
+    that costs more than it saves, the same two from a log-softmax. This keeps the features' cost at ``C = 1000``
+    near cross-entropy's; the per-sample MLP adds a cost that grows with ``B`` alone (``docs/benchmarks.md``).
+    Classes with logit ``-inf`` (absent classes of :class:`~metricloss.tasks.base.ClassIndexTask`) get probability
+    0 and gradient 0.
 
     Example:
         >>> z = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])
@@ -77,23 +192,15 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
         tensor([[ 0.2447, -0.4205],
                 [ 0.9094,  0.8642]])
     """
-    target = target.long().unsqueeze(-1)
-    logp = logits.log_softmax(dim=-1)
-    index = target
-    if "margin" in features:
-        with torch.no_grad():
-            other = logits.detach().scatter(-1, target, float("-inf")).max(dim=-1, keepdim=True).indices
-        index = torch.cat([target, other], dim=-1)
-    picked = logp.gather(-1, index)  # (..., B, 1 or 2): log p_y and, for the margin, log p of the best other class
-    logp_y = picked[..., 0]
+    picked = _picked_log_probs(logits, target.long(), "margin" in features)
+    probs = picked.exp()
     out = []
     for name in features:
         if name == "target_prob":
-            out.append(logp_y.exp())
+            out.append(probs[..., 0])
         elif name == "log_target_prob":
-            out.append(logp_y.clamp_min(-30.0) / 10)
+            out.append(picked[..., 0].clamp_min(-30.0) / 10)
         elif name == "margin":
-            probs = picked.exp()
             out.append(probs[..., 0] - probs[..., 1])
     return torch.stack(out, dim=-1)
 
@@ -115,7 +222,9 @@ class ClassificationNet(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x = class_features(logits, target, self.features)
-        out = self.mlp(x).squeeze(-1)
+        # The MLP on a (samples, features) matrix: on a stack (1, B, F), as a surrogate call gives it, the linear
+        # layers' backward cost about 0.1 ms more at B = 256 (docs/benchmarks.md, i13-speed).
+        out = self.mlp(x.reshape(-1, x.shape[-1])).view(x.shape[:-1])
         return (out.abs() if self.absolute else out).mean(dim=-1)
 
 
