@@ -110,6 +110,7 @@ import json
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -340,6 +341,11 @@ def run_family(fam: Family, seeds: int, options: dict[str, Any]) -> dict[str, An
     t0 = time.perf_counter()
     load_start = os.getloadavg()
     sur, info = record_and_learn(fam)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ml.WeakSurrogateWarning)
+        probe = ml.combine(fam.baseline, sur, "auto", **options)
+    info["gated"], info["gate_reason"] = probe.gated, probe.gate_reason
+    print(f"  {fam.label}: combine's verdict gate: {probe.gate_reason}", flush=True)
     print(f"  {fam.label}: recorded {info['recorded_batches']} of {info['seen_batches']} batches; surrogate learned "
           f"in {info['learn_seconds']:.1f} s, held-out Spearman {info['spearman']:.4f} ({fam.baseline_name} "
           f"{info['baseline_spearman']:.4f}) on {info['validation_batches']} {info['validation']}", flush=True)
@@ -391,6 +397,7 @@ def table(results: list[dict[str, Any]]) -> str:
     for res in results:
         info = res["surrogate"]
         spear = f"{info['spearman']:.3f} vs {info['baseline_spearman']:.3f}"
+        spear += " (left out by the verdict gate)" if info.get("gated") else ""
         for regime in ("scratch", "fine-tune"):
             p = paired(res, regime)
             metric = f"{res['metric']} ({'higher' if res['higher_is_better'] else 'lower'} is better)"
