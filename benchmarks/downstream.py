@@ -60,7 +60,9 @@ The bar (issue 15): combine is never significantly worse on any of the 12 rows, 
 the six data sets, where a data set counts as better if combine is *better* in at least one of its two regimes.
 
 Diagnostics, not part of the verdict: the final auto weight of each combine run (mean over seeds) and wall times.
-``--ratio`` / ``--warmup`` run combine with another of its documented options instead of the default; such runs are
+``--ratio`` / ``--warmup`` / ``--no-gate`` run combine with another of its documented options instead of the default
+(``--no-gate``: ``gate=None``, round 1's default on the current tree, added after round 2's protocol as a
+diagnostic of what the gate changed, never a row of the table); such runs are
 cached and printed separately and are never the table's main row.
 
 Round 2 (issue 15's sequence row; written and committed before any round-2 candidate ran on the evaluation seeds
@@ -364,7 +366,7 @@ def run_family(fam: Family, seeds: int, options: dict[str, Any]) -> dict[str, An
 
 
 def cache_path(key: str, options: dict[str, Any]) -> Path:
-    suffix = "".join(f"-{k}{v:g}" for k, v in sorted(options.items()))
+    suffix = "".join(f"-{k}{v:g}" if isinstance(v, int | float) else f"-{k}{v}" for k, v in sorted(options.items()))
     return RESULTS / f"{key}{suffix}.json"
 
 
@@ -423,10 +425,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--ratio", type=float, default=None, help="combine ratio (an alternative, not the main row)")
     parser.add_argument("--warmup", type=int, default=None, help="combine warm-up calls (an alternative)")
+    parser.add_argument("--no-gate", action="store_true",
+                        help="combine with gate=None (round 1's default, a diagnostic, not the main row)")
     parser.add_argument("--fresh", action="store_true", help="recompute cached families")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    options = {k: v for k, v in (("ratio", args.ratio), ("warmup", args.warmup)) if v is not None}
+    options: dict[str, Any] = {k: v for k, v in (("ratio", args.ratio), ("warmup", args.warmup)) if v is not None}
+    if args.no_gate:
+        options["gate"] = None
     print(machine_line() + " (at start)", flush=True)
     t0 = time.perf_counter()
     results = []
