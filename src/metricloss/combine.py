@@ -1,12 +1,15 @@
 r"""`combine(base, surrogate, weight="auto")`: add a surrogate to the loss it corrects without letting it dominate.
 
 The surrogate's weight is set from the two terms' gradients with respect to the predictions (gradient-magnitude
-loss balancing, see :class:`CombinedLoss`). The functional core is :func:`prediction_gradient_norms`.
+loss balancing, see :class:`CombinedLoss`), and a surrogate whose own verdict says it ranks held-out real outputs no
+better than the baseline loss is left out (:func:`verdict_gate`). The functional core is
+:func:`prediction_gradient_norms`.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +18,12 @@ import torch.distributed as dist
 from torch import nn
 
 from ._checks import check_choice, check_tensor
+from .verdict import REAL, WeakSurrogateWarning
 
-__all__ = ["CombinedLoss", "LossFn", "combine", "prediction_gradient_norms"]
+__all__ = ["GATES", "CombinedLoss", "LossFn", "combine", "prediction_gradient_norms", "verdict_gate"]
+
+#: The values of ``gate``: ``"verdict"`` (the default) or ``None`` (off).
+GATES = ("verdict", None)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Schedule = Callable[[int], float]
@@ -47,6 +54,42 @@ def prediction_gradient_norms(
         (grad,) = torch.autograd.grad(loss, pred, retain_graph=True, allow_unused=True)
         norms.append(0.0 if grad is None else float(grad.detach().double().norm()))
     return norms[0], norms[1]
+
+
+def verdict_gate(surrogate: object) -> tuple[bool, str]:
+    r"""Whether the surrogate's own verdict allows ``weight="auto"`` to use it, and why.
+
+    The surrogate is left out when it carries a report (``surrogate.report.verdict``, what
+    :func:`metricloss.learn` writes) with a comparison on held-out **real** model outputs (``outputs=`` was given)
+    whose Spearman difference :math:`d = \rho_s - \rho_b` against the baseline loss is not positive: on the outputs
+    of the very model it is meant for, it ranks the metric no better than the loss it would correct. Anything else is
+    kept: :math:`d > 0`, an undefined :math:`d` (``"unknown"``), a verdict on random batches only (the zoo's files),
+    or no report at all (any other callable).
+
+    Args:
+        surrogate: the surrogate (any object; only ``report.verdict.real`` is read, if present).
+
+    Returns:
+        ``(use, reason)``: ``use`` False when the gate leaves the surrogate out; ``reason`` says why, in words.
+
+    Example:
+        >>> import metricloss as ml
+        >>> from metricloss.combine import verdict_gate
+        >>> verdict_gate(ml.pretrained("classification-accuracy"))
+        (True, 'no verdict on held-out real outputs: kept')
+    """
+    verdict = getattr(getattr(surrogate, "report", None), "verdict", None)
+    real = getattr(verdict, "real", None)
+    if real is None or getattr(real, "regime", REAL) != REAL:
+        return True, "no verdict on held-out real outputs: kept"
+    d = float(real.difference)
+    if not math.isfinite(d):
+        return True, f"its verdict on held-out real outputs is undefined (d = {d}): kept"
+    words = (f"Spearman {real.spearman:.4f} vs the baseline's {real.baseline_spearman:.4f} on {real.n_batches} "
+             f"held-out real-output batches, d = {d:+.4f}")
+    if d > 0:
+        return True, f"{words} > 0: kept"
+    return False, f"{words} <= 0: left out"
 
 
 class CombinedLoss(nn.Module):
@@ -90,6 +133,17 @@ class CombinedLoss(nn.Module):
     weight adapts (no training-rate term, no renormalisation of the weights); the weight is smoothed by an
     exponential moving average, ramped in by a warm-up, and ``ratio`` sets the share instead of 1.
 
+    **Verdict gate** (``gate="verdict"``, the default; ``weight="auto"`` only): a surrogate whose report says that on
+    held-out outputs of your own model it ranks the metric no better than the baseline loss (Spearman difference
+    :math:`d = \rho_s - \rho_b \le 0` on the real-output part of ``surrogate.report.verdict``, see
+    :func:`verdict_gate`) is left out: :math:`w_t = 0` at every call, the surrogate is not even evaluated, the loss is
+    exactly ``base`` and a :class:`~metricloss.WeakSurrogateWarning` says so at construction (:attr:`gated`,
+    :attr:`gate_reason`). Why: such a surrogate adds a second, worse model of the metric; on issue 15's sequence task
+    (``docs/results.md``) every prediction-space correction of its gradient we tried (cosine gating as in Du et al.
+    2018, PCGrad projection as in Yu et al. 2020, per-coordinate sign agreement) still lost BLEU as a fine-tune, while
+    cosine gating cut the gain of a surrogate that helps (pose) threefold. Surrogates without a real-output verdict
+    (the zoo's, any plain callable) are never gated; ``gate=None`` turns the gate off.
+
     Safety: when the surrogate's gradient is zero or not finite (or the base's is not finite), the weight is
     not updated (before any valid measurement it is 0, the surrogate off); the weight is never NaN. When
     ``pred`` does not require grad, autograd is disabled (``torch.no_grad()``) or the module is in eval mode,
@@ -113,6 +167,8 @@ class CombinedLoss(nn.Module):
         reduction: ``"mean"`` (the two scalar losses as given) or ``"sum"`` (the combined loss times the
             batch size ``pred.shape[0]``). A surrogate scores a whole batch, so there is no ``"none"``.
         distributed: share the auto weight across an initialised process group (``None``: when one is).
+        gate: ``"verdict"`` (default): with ``weight="auto"``, leave out a surrogate whose real-output verdict is not
+            positive (above); ``None``: never.
 
     Shape:
         - pred: whatever ``base`` and ``surrogate`` take, e.g. logits :math:`(B, C)`.
@@ -142,6 +198,7 @@ class CombinedLoss(nn.Module):
         schedule: Schedule | None = None,
         reduction: str = "mean",
         distributed: bool | None = None,
+        gate: str | None = "verdict",
     ) -> None:
         super().__init__()
         for name, fn in (("base", base), ("surrogate", surrogate)):
@@ -160,6 +217,17 @@ class CombinedLoss(nn.Module):
         self.schedule = schedule
         self.reduction = check_choice(reduction, "reduction", ("mean", "sum"))
         self.distributed = distributed
+        if gate not in GATES:
+            raise ValueError(f"`gate` must be 'verdict' (leave out a surrogate whose verdict on held-out real outputs "
+                             f"is not positive) or None (never), got {gate!r}")
+        self.gate = gate
+        use, self.gate_reason = verdict_gate(surrogate) if (self.auto and gate == "verdict") else (True, "gate off")
+        #: True when the verdict gate left the surrogate out: the loss is exactly ``base``.
+        self.gated = not use
+        if self.gated:
+            warnings.warn(f"combine(weight='auto') leaves the surrogate out (weight 0): {self.gate_reason}; it ranks "
+                          f"your model's outputs no better than the baseline loss. Pass gate=None to use it anyway.",
+                          WeakSurrogateWarning, stacklevel=3)
         # State, saved in state_dict as "_extra_state" (Python numbers, not buffers: `.to(dtype)` never rounds
         # them and DDP has no buffers to broadcast): the smoothed weight, how many valid measurements made it, the
         # training call counter, and the last measured gradient norms (for logging).
@@ -175,6 +243,8 @@ class CombinedLoss(nn.Module):
         return self._weight_at(max(self.step - 1, 0))
 
     def _weight_at(self, step: int) -> float:
+        if self.gated:
+            return 0.0
         w = self.weight_ema
         if self.warmup:
             w *= min(1.0, step / self.warmup)
@@ -191,6 +261,10 @@ class CombinedLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_tensor(pred, "pred")
         base = _scalar(self.base(pred, target), "base")
+        if self.gated:
+            if self._updating(pred):
+                self.step += 1
+            return base * pred.shape[0] if self.reduction == "sum" else base
         sur = _scalar(self.surrogate(pred, target), "surrogate")
         if self._updating(pred):
             if self.auto:
@@ -251,13 +325,14 @@ class CombinedLoss(nn.Module):
             mode = f"weight={self.weight_ema}"
         extra = f", warmup={self.warmup}" if self.warmup else ""
         extra += ", schedule=custom" if self.schedule is not None else ""
+        extra += ", gated (surrogate left out by its verdict)" if self.gated else ""
         return f"{mode}{extra}, reduction={self.reduction!r}, step={self.step}, current={self.weight:.4g}"
 
 
 def combine(base: LossFn, surrogate: LossFn, weight: float | str = "auto", **options: Any) -> CombinedLoss:
     """``base + w * surrogate`` as an ``nn.Module`` loss, ``w`` balanced from the gradients: a
     :class:`CombinedLoss`, whose docstring gives the method and the keyword ``options`` (``ratio``, ``momentum``,
-    ``warmup``, ``schedule``, ``reduction``, ``distributed``).
+    ``warmup``, ``schedule``, ``reduction``, ``distributed``, ``gate``).
 
     Example:
         >>> import torch, torch.nn.functional as F, metricloss as ml
