@@ -387,7 +387,8 @@ class SequenceNet(nn.Module):
 
 #: Target positions a run learns from in all by default (:attr:`SequenceTask.default_steps`): 100 steps of 32 batches
 #: of 16 sentences at ``max_length = 128``. The net reads a few logits per position, so the vocabulary size does not
-#: enter the cost.
+#: enter the cost. At V = 32000 such a run took 48 s on 2 cores, held-out Spearman 0.809 against cross-entropy's 0.316
+#: (``benchmarks/real_sizes.py``, docs/benchmarks.md).
 LEARN_TOKENS = 100 * 32 * 16 * 128
 
 
