@@ -17,14 +17,6 @@ FEATURE_SETS = [("target_prob",), ("margin",), ("log_target_prob",), ("target_pr
                 ("margin", "log_target_prob", "target_prob")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(params=["fused", "composite"])
 def path(request, monkeypatch):
     """Both ways ``class_features`` computes its log-probabilities, whatever the size: the custom autograd Function

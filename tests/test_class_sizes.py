@@ -16,14 +16,6 @@ from metricloss.tasks.classification import class_features
 from metricloss.tasks.ordinal import ordinal_features
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _reference_class_features(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Target probability and margin the way the first implementation computed them: full softmax, the target
     masked out, the largest other probability."""

@@ -25,14 +25,6 @@ QUICK = {"steps": 20, "batches_per_step": 16, "batch_size": 32, "pool_size": 128
          "eval_every": 10, "gradient_probe": 0, "progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _logits_for(classes: list[int], k: int = K) -> torch.Tensor:
     """Logits whose arg-max is ``classes``, with noise that never changes it."""
     return F.one_hot(torch.tensor(classes), k).float() * 3 + torch.rand(len(classes), k)

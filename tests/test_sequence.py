@@ -25,14 +25,6 @@ V, T = 12, 10
 PAD = -100
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tensors here are tiny: with more than one thread on a busy machine, synchronisation dominates.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def task() -> S.SequenceTask:

@@ -30,14 +30,6 @@ QUICK = {"steps": 20, "batches_per_step": 16, "batch_size": 24, "pool_size": 128
          "eval_every": 10, "gradient_probe": 0, "progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors on a busy machine: one thread avoids synchronisation overhead.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ---- independent references: scikit-learn, label by label ------------------------------------------------
 
