@@ -153,8 +153,9 @@ class ClassIndexTask(Task):
 
     @property
     def default_steps(self) -> int:  # type: ignore[override]
-        """:data:`DEFAULT_STEPS` up to ``C = 100``, then fewer, so a step's default batches times the steps stay
-        within :data:`LEARN_LOGITS` logits: 100 steps at ``C = 1000`` (the largest ``C`` of a range)."""
+        """:data:`DEFAULT_STEPS` up to ``C = 50``, then fewer, so a step's default batches times the steps stay
+        within :data:`LEARN_LOGITS` logits: 1000 steps at ``C = 100``, 100 at ``C = 1000`` (the largest ``C`` of a
+        range)."""
         return capped_steps(self.default_batches_per_step * self.default_batch_size * self.num_classes, LEARN_LOGITS)
 
     def config(self) -> dict[str, Any]:

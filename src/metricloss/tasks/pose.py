@@ -385,9 +385,9 @@ class PoseTask(Task):
 
     @property
     def default_steps(self) -> int:  # type: ignore[override]
-        """The default step bound: 2000 for small heatmaps, fewer when a step's default batches are large, so all
-        steps together hold at most :data:`LEARN_PIXELS` pixels (80 steps at COCO's 17 keypoints at 64×48, the
-        floor of 50 at 96×72; :func:`~metricloss.tasks.base.capped_steps`)."""
+        """The default step bound: all steps' default batches together hold at most :data:`LEARN_PIXELS` pixels
+        (510 steps at 4 keypoints on 16×16, 80 at COCO's 17 keypoints at 64×48, the floor of 50 at 96×72; 2000 at
+        most; :func:`~metricloss.tasks.base.capped_steps`)."""
         per_batch = self.default_batch_size * self.num_keypoints * self.heatmap_size[0] * self.heatmap_size[1]
         return capped_steps(self.default_batches_per_step * per_batch, LEARN_PIXELS)
 
