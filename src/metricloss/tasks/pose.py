@@ -380,16 +380,18 @@ class PoseTask(Task):
     def default_batches_per_step(self) -> int:  # type: ignore[override]
         """N: the paper's 128 batches per step for small heatmaps; fewer (at least 16) when a step's default batches
         would hold more than :data:`STEP_ELEMENTS` heatmap pixels (COCO's 17 keypoints at 64×48: 16)."""
-        per_batch = self.default_batch_size * self.num_keypoints * self.heatmap_size[0] * self.heatmap_size[1]
-        return max(16, min(128, STEP_ELEMENTS // per_batch))
+        return max(16, min(128, STEP_ELEMENTS // self._batch_pixels(self.default_batch_size)))
 
     @property
     def default_steps(self) -> int:  # type: ignore[override]
         """The default step bound: all steps' default batches together hold at most :data:`LEARN_PIXELS` pixels
         (510 steps at 4 keypoints on 16×16, 80 at COCO's 17 keypoints at 64×48, the floor of 50 at 96×72; 2000 at
         most; :func:`~metricloss.tasks.base.capped_steps`)."""
-        per_batch = self.default_batch_size * self.num_keypoints * self.heatmap_size[0] * self.heatmap_size[1]
-        return capped_steps(self.default_batches_per_step * per_batch, LEARN_PIXELS)
+        return capped_steps(self.default_batches_per_step * self._batch_pixels(self.default_batch_size), LEARN_PIXELS)
+
+    def _batch_pixels(self, batch_size: int) -> int:
+        """Heatmap pixels in one batch of ``batch_size`` samples: ``B * K * H * W``."""
+        return batch_size * self.num_keypoints * self.heatmap_size[0] * self.heatmap_size[1]
 
     def config(self) -> dict[str, Any]:
         return {"num_keypoints": self.num_keypoints, "heatmap_size": list(self.heatmap_size), "sigma": self.sigma,
@@ -415,8 +417,7 @@ class PoseTask(Task):
         self, n: int, batch_size: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = self.heatmap_size
-        per_batch = batch_size * self.num_keypoints * h * w
-        chunk = max(1, _CHUNK_ELEMENTS // per_batch)
+        chunk = max(1, _CHUNK_ELEMENTS // self._batch_pixels(batch_size))
         parts = [self._random_chunk(min(chunk, n - i), batch_size, generator) for i in range(0, n, chunk)]
         if not parts:
             k = self.num_keypoints
