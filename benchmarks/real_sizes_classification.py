@@ -38,8 +38,8 @@ from metricloss.evaluation import agreement
 from metricloss.objectives import gradient_penalty, rank_objective
 from metricloss.tasks.classification import ClassificationNet, class_features
 
-__all__ = ["compare_rows", "features_before", "forward_backward_ms", "learn_run", "profile_table", "speed_rows",
-           "step_cpu_seconds", "transfer_rows"]
+__all__ = ["backward_call", "compare_rows", "features_before", "forward_backward_ms", "interleaved_ms", "learn_run",
+           "profile_table", "speed_rows", "step_cpu_seconds", "transfer_rows"]
 
 
 def _times_ms(fn: Callable[[], None], repeats: int, clock: Callable[[], float] = time.process_time) -> list[float]:
@@ -150,7 +150,7 @@ def surrogate_before(name: str = "classification-accuracy") -> ml.Surrogate:
     return ml.Surrogate(sur.task, net, sur.config(), sur.report)
 
 
-def _interleaved_ms(fns: dict[str, Callable[[], None]], rounds: int, repeats: int,
+def interleaved_ms(fns: dict[str, Callable[[], None]], rounds: int, repeats: int,
                     clock: Callable[[], float]) -> dict[str, float]:
     """Median over ``rounds`` of each function's median time (ms) over ``repeats`` calls, and (key ``"<name> min"``)
     its fastest call; the functions take turns within every round, so a change in the machine's load falls on all
@@ -167,7 +167,7 @@ def _interleaved_ms(fns: dict[str, Callable[[], None]], rounds: int, repeats: in
     return out | {f"{k} min": v for k, v in fastest.items()}
 
 
-def _backward_call(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], logits: torch.Tensor,
+def backward_call(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], logits: torch.Tensor,
                    target: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         logits.grad = None
@@ -190,9 +190,9 @@ def compare_rows(sizes: tuple[tuple[int, int], ...] = ((256, 1000), (32, 1000), 
             gen = torch.Generator().manual_seed(b + c)
             logits = torch.randn(b, c, generator=gen).mul_(3.0).requires_grad_(True)
             target = torch.randint(0, c, (b,), generator=gen)
-            fns = {k: _backward_call(loss, logits, target)
+            fns = {k: backward_call(loss, logits, target)
                    for k, loss in (("ce", F.cross_entropy), ("before", before), ("after", after))}
-            ms = _interleaved_ms(fns, rounds, repeats, clock)
+            ms = interleaved_ms(fns, rounds, repeats, clock)
             rows.append({"threads": n_threads, "clock": "CPU" if n_threads == 1 else "wall", "B": b, "C": c, **ms,
                          "ratio_before": ms["before"] / ms["ce"], "ratio_after": ms["after"] / ms["ce"],
                          "ratio_before_min": ms["before min"] / ms["ce min"],
@@ -236,7 +236,7 @@ def profile_table(batch_size: int = 256, num_classes: int = 1000, calls: int = 2
     lines = [f"profile of {calls} calls, logits ({batch_size}, {num_classes}), {name}: self CPU time per call", "",
              "| op | calls per call | self CPU us per call |", "| --- | --- | --- |"]
     lines += [f"| {e.key} | {e.count / calls:g} | {e.self_cpu_time_total / calls:.1f} |" for e in events]
-    parts = _interleaved_ms({"validation (`task.check`)": lambda: sur.task.check(logits, target),
+    parts = interleaved_ms({"validation (`task.check`)": lambda: sur.task.check(logits, target),
                              "features fwd+bwd": features, "MLP fwd+bwd (features given)": net,
                              "whole surrogate call": whole, "cross-entropy": ce}, 5, 40, time.process_time)
     lines += ["", "| part | CPU ms (1 thread, median) |", "| --- | --- |"]
@@ -275,7 +275,7 @@ import json, resource, sys, time, torch
 import metricloss as ml
 torch.set_num_threads({threads})
 t0 = time.perf_counter()
-sur = ml.learn({metric!r}, task={task!r}, num_classes={num_classes}, seed=0, progress=False, **{extra!r})
+sur = ml.learn({metric!r}, task={task!r}, num_classes={num_classes}, seed={seed}, progress=False, **{extra!r})
 seconds = time.perf_counter() - t0
 r = sur.report
 use = resource.getrusage(resource.RUSAGE_SELF)
@@ -287,11 +287,11 @@ print(json.dumps({{"seconds": seconds, "cpu_seconds": use.ru_utime + use.ru_stim
 
 
 def learn_run(metric: str = "accuracy", num_classes: int = 1000, task: str = "classification", threads: int = 2,
-              **extra: object) -> dict:
-    """``ml.learn(metric, task=task, num_classes=num_classes, seed=0, **extra)`` in a child process with ``threads``
+              seed: int = 0, **extra: object) -> dict:
+    """``ml.learn(metric, task=task, num_classes=num_classes, seed=seed, **extra)`` in a child process with ``threads``
     torch threads: wall and CPU seconds (the child's, import included), peak RSS (GiB) and the report's held-out
     Spearman beside the baseline's."""
-    code = _CHILD.format(threads=threads, metric=metric, task=task, num_classes=num_classes, extra=extra)
+    code = _CHILD.format(threads=threads, metric=metric, task=task, num_classes=num_classes, seed=seed, extra=extra)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["peak_rss_children_gib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
