@@ -151,7 +151,7 @@ def surrogate_before(name: str = "classification-accuracy") -> ml.Surrogate:
 
 
 def interleaved_ms(fns: dict[str, Callable[[], None]], rounds: int, repeats: int,
-                    clock: Callable[[], float]) -> dict[str, float]:
+                   clock: Callable[[], float]) -> dict[str, float]:
     """Median over ``rounds`` of each function's median time (ms) over ``repeats`` calls, and (key ``"<name> min"``)
     its fastest call; the functions take turns within every round, so a change in the machine's load falls on all
     of them alike. With more than one thread on a loaded machine the median measures the scheduler (a parallel
@@ -168,7 +168,7 @@ def interleaved_ms(fns: dict[str, Callable[[], None]], rounds: int, repeats: int
 
 
 def backward_call(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], logits: torch.Tensor,
-                   target: torch.Tensor) -> Callable[[], None]:
+                  target: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         logits.grad = None
         loss(logits, target).backward()
@@ -237,8 +237,8 @@ def profile_table(batch_size: int = 256, num_classes: int = 1000, calls: int = 2
              "| op | calls per call | self CPU us per call |", "| --- | --- | --- |"]
     lines += [f"| {e.key} | {e.count / calls:g} | {e.self_cpu_time_total / calls:.1f} |" for e in events]
     parts = interleaved_ms({"validation (`task.check`)": lambda: sur.task.check(logits, target),
-                             "features fwd+bwd": features, "MLP fwd+bwd (features given)": net,
-                             "whole surrogate call": whole, "cross-entropy": ce}, 5, 40, time.process_time)
+                            "features fwd+bwd": features, "MLP fwd+bwd (features given)": net,
+                            "whole surrogate call": whole, "cross-entropy": ce}, 5, 40, time.process_time)
     lines += ["", "| part | CPU ms (1 thread, median) |", "| --- | --- |"]
     lines += [f"| {k} | {v:.3f} |" for k, v in parts.items() if not k.endswith(" min")]
     return "\n".join(lines)
