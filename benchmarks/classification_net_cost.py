@@ -3,7 +3,7 @@ forward+backward, and what it costs in held-out ranking (issue 13's 3x target).
 
     PYTHONPATH=$PWD/src .venv/bin/python benchmarks/classification_net_cost.py --seeds 0 1 --compile
 
-For each MLP shape (``hidden x depth``; the shipped default is 128 x 3):
+For each MLP shape (``hidden x depth``; the shipped default is 128 x 3; ``--lr`` sets learn's learning rate):
 
 - **ranking**: ``ml.learn("accuracy", num_classes=1000, net=..., seed=s)`` with every other setting at its default,
   each in a child process with two threads (``real_sizes_classification.learn_run``): the report's held-out Spearman
@@ -40,9 +40,11 @@ def _config(hidden: int, depth: int) -> dict:
     return {"features": ["target_prob", "margin"], "hidden": hidden, "depth": depth, "absolute": True}
 
 
-def ranking_rows(nets: tuple[tuple[int, int], ...], seeds: tuple[int, ...]) -> dict[tuple[int, int], list[dict]]:
-    """Per net, one :func:`learn_run` result per seed (held-out Spearman, baseline Spearman, seconds)."""
-    return {net: [learn_run("accuracy", C, seed=s, net=_config(*net)) for s in seeds] for net in nets}
+def ranking_rows(nets: tuple[tuple[int, int], ...], seeds: tuple[int, ...],
+                 lr: float = 0.01) -> dict[tuple[int, int], list[dict]]:
+    """Per net, one :func:`learn_run` result per seed (held-out Spearman, baseline Spearman, seconds), learned with
+    Adam's ``lr`` (``learn``'s default: 0.01)."""
+    return {net: [learn_run("accuracy", C, seed=s, net=_config(*net), lr=lr) for s in seeds] for net in nets}
 
 
 def cost_rows(nets: tuple[tuple[int, int], ...], compile_shipped: bool, rounds: int = 7,
@@ -92,16 +94,18 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--compile", action="store_true", help="add the shipped surrogate under torch.compile")
     parser.add_argument("--cost-only", action="store_true", help="time the nets; learn nothing")
+    parser.add_argument("--lr", type=float, default=0.01, help="learn's Adam learning rate (its default: 0.01)")
     args = parser.parse_args()
     nets = tuple(args.nets)
     torch.set_num_threads(2)
     print(machine_line())
-    ranking = {} if args.cost_only else ranking_rows(nets, tuple(args.seeds))
+    ranking = {} if args.cost_only else ranking_rows(nets, tuple(args.seeds), args.lr)
     print(machine_line())
     ms = cost_rows(nets, args.compile)
     print(machine_line())
     seeds = "/".join(str(s) for s in args.seeds)
-    print(f"\nC = {C}; cost on logits ({B}, {C}), 2 threads, wall; ranking: held-out Spearman, seeds {seeds}\n")
+    print(f"\nC = {C}; cost on logits ({B}, {C}), 2 threads, wall; ranking: held-out Spearman, seeds {seeds}, "
+          f"lr {args.lr:g}\n")
     print("| net (hidden x depth) | held-out Spearman | CE Spearman | learn s | fwd+bwd ms | ratio to CE "
           "(fastest calls) |")
     print("| --- | --- | --- | --- | --- | --- |")
