@@ -7,6 +7,7 @@ packages (MONAI, coral-pytorch, dlordinal, LibAUC) are extras: a reference whose
 """
 
 from . import classification, ordinal, pose, sequence, set
-from .base import Reference, for_task, register_references
+from .base import Reference, as_references, for_task, register_references, stacked
 
-__all__ = ["Reference", "classification", "for_task", "ordinal", "pose", "register_references", "sequence", "set"]
+__all__ = ["Reference", "as_references", "classification", "for_task", "ordinal", "pose", "register_references",
+           "sequence", "set", "stacked"]

@@ -13,12 +13,12 @@ head, and LibAUC's AP and AUC-M losses are stateful min-max objectives whose for
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Reference", "for_task", "register_references", "stacked"]
+__all__ = ["Reference", "as_references", "for_task", "register_references", "stacked"]
 
 StackedLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Builder = Callable[..., list["Reference"]]
@@ -58,9 +58,40 @@ def stacked(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Stacked
     on one batch only (batch-level ones such as soft F1 or weighted kappa)."""
 
     def per_batch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.stack([fn(p, t).to(pred.dtype) for p, t in zip(pred, target, strict=True)])
+        values = [torch.as_tensor(fn(p, t)) for p, t in zip(pred, target, strict=True)]
+        for v in values:
+            if v.dim() != 0:
+                raise ValueError(f"a reference loss must return one value per batch (a scalar), got shape "
+                                 f"{tuple(v.shape)}; reduce it over the batch (e.g. reduction='mean')")
+        return torch.stack(values).to(pred.dtype)
 
     return per_batch
+
+
+def as_references(compare_with: Iterable[object] | None, family: str) -> list[Reference]:
+    """``learn(compare_with=...)``'s losses as references: a :class:`Reference` as it is, any other callable
+    ``loss(pred, target) -> scalar`` on one batch (``F.cross_entropy``, a ``torch.nn`` loss module, a function) named
+    by its ``__name__`` (or class name) and applied to every batch of a stack.
+
+    Raises:
+        TypeError: ``compare_with`` is not an iterable of callables.
+    """
+    if compare_with is None:
+        return []
+    if isinstance(compare_with, (str, bytes)) or not isinstance(compare_with, Iterable) or callable(compare_with):
+        raise TypeError(f"`compare_with` must be a list of losses loss(pred, target) -> scalar, got "
+                        f"{type(compare_with).__name__}; wrap a single loss in a list: compare_with=[my_loss]")
+    out = []
+    for item in compare_with:
+        if isinstance(item, Reference):
+            out.append(item)
+        elif callable(item):
+            name = getattr(item, "__name__", None) or type(item).__name__
+            out.append(Reference(name, family, "given to compare_with", stacked(item)))
+        else:
+            raise TypeError(f"`compare_with` must hold callables loss(pred, target) -> scalar, got "
+                            f"{type(item).__name__}")
+    return out
 
 
 def register_references(family: str) -> Callable[[Builder], Builder]:
