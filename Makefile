@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 CONSTRAINTS := constraints.txt
 PIP_INSTALL := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 FUZZ_FACTOR ?= 10
+# Reference losses whose packages declare torchvision (unusable with this CPU torch) but whose loss modules run
+# without it: installed without their declared dependencies, for the tests (the [references] extra brings the rest).
+NO_DEPS_REFERENCES := libauc dlordinal
 
 .PHONY: demo test fuzz lint install lock clean
 
@@ -19,6 +22,7 @@ $(VENV)/.installed-%: pyproject.toml $(CONSTRAINTS) | $(PY)
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) torch==2.13.0
 	$(PIP_INSTALL) -e '.[$*]'
+	$(if $(filter dev,$*),$(PIP_INSTALL) --no-deps $(NO_DEPS_REFERENCES))
 	touch $@
 
 install: $(VENV)/.installed-dev
@@ -45,6 +49,7 @@ lock:
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
 	.lock-venv/bin/python -m pip install --quiet torch==2.13.0
 	.lock-venv/bin/python -m pip install --quiet '.[dev]'
+	.lock-venv/bin/python -m pip install --quiet --no-deps $(NO_DEPS_REFERENCES)
 	{ echo "# The exact versions CI installed (\`make test\` and \`make demo\` install with \`-c constraints.txt\`)."; \
 	  echo "# Refresh: \`make lock\` (a fresh venv, the newest versions pyproject.toml allows, pip freeze); commit the result."; \
 	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -i '^metricloss' \

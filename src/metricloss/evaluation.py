@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -280,6 +280,7 @@ def measure(
     real_outputs: bool = False,
     random_check: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     memory_budget: int | float | str | None = None,
+    references: Sequence[Any] = (),
     **fields: Any,
 ) -> Report:
     r"""Measure ``loss`` against ``metric`` on the held-out batches, beside the task's baseline loss on the same ones.
@@ -312,6 +313,9 @@ def measure(
         memory_budget: bytes (or ``"2GiB"``; ``None``: 2 GiB) the chunks of the measurement are sized by: the
             losses, the baseline and the metric run on as many batches at once as fit in an eighth of it, the
             gradient probe likewise with its perturbed copies (:func:`gradient_agreement`).
+        references: reference losses (:class:`~metricloss.references.Reference`, or anything with a ``name`` that
+            maps a stack ``(N, B, ...)`` to ``(N,)``) the verdict also compares the loss with, on the same held-out
+            batches and random check (:attr:`~metricloss.verdict.Verdict.references`).
         **fields: the other :class:`~metricloss.report.Report` fields (``settings``, ``steps``, ``history``,
             ``metric_seconds`` spent before, ...).
 
@@ -356,7 +360,7 @@ def measure(
         metric_seconds += time.perf_counter() - t0
     fields["verdict"] = _verdict(losses_of, task, heldout, (ours_losses, base_losses, metric_values), budget,
                                  real_outputs,
-                                 random_check if real_outputs else None, gradient_dtype, seed)
+                                 random_check if real_outputs else None, gradient_dtype, seed, references)
     if started is not None:
         fields["learn_seconds"] = time.perf_counter() - started
     return Report.from_agreement(task, metric, method, ours, base, validation=validation,
@@ -367,10 +371,11 @@ def measure(
 def _verdict(losses_of: StackedLoss, task: Task, heldout: tuple[torch.Tensor, torch.Tensor],
              measured: tuple[torch.Tensor, torch.Tensor, torch.Tensor], budget: int, real: bool,
              check: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, dtype: torch.dtype | None,
-             seed: int) -> Verdict:
+             seed: int, references: Sequence[Any] = ()) -> Verdict:
     """:func:`measure`'s verdict (:mod:`metricloss.verdict`): the rankings it measured, those on the random check
-    ``(pred, target, oriented metric values)``, and the gradients on the first held-out batches, each in chunks sized
-    by ``budget``."""
+    ``(pred, target, oriented metric values)``, the gradients on the first held-out batches, and the reference
+    losses on the same batches, each in chunks sized by ``budget``."""
+    against = [(ref.name, *_reference_losses(ref, heldout, check, budget)) for ref in references]
     pred, target = (x[:GRADIENT_BATCHES] for x in heldout)
     item = pred[0].nbytes + target[0].nbytes
     gradient = compare_gradients(losses_of, task.baseline, pred if dtype is None else pred.to(dtype), target,
@@ -381,4 +386,20 @@ def _verdict(losses_of: StackedLoss, task: Task, heldout: tuple[torch.Tensor, to
         with torch.no_grad():
             random_losses = (_chunked(losses_of, check[0], check[1], chunk),
                              _chunked(task.baseline, check[0], check[1], chunk), check[2])
-    return judge(*measured, real=real, random_check=random_losses, gradient=gradient, seed=seed)
+    return judge(*measured, real=real, random_check=random_losses, gradient=gradient, seed=seed, references=against)
+
+
+def _reference_losses(ref: StackedLoss, heldout: tuple[torch.Tensor, torch.Tensor],
+                      check: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+                      budget: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A reference loss on the held-out batches and on the random check's, without gradients, in chunks."""
+    out: list[torch.Tensor | None] = []
+    for stack in (heldout, check):
+        if stack is None:
+            out.append(None)
+            continue
+        pred, target = stack[0], stack[1]
+        chunk = chunk_count(pred[0].nbytes + target[0].nbytes, budget, pred.shape[0], FORWARD_COPIES)
+        with torch.no_grad():
+            out.append(_chunked(ref, pred, target, chunk).detach().double())
+    return out[0], out[1]

@@ -32,6 +32,7 @@ from .learning.settings import LearnSettings
 from .learning.shapes import infer_shapes
 from .learning.trainer import Checkpointing, DistributedTrainer, Trainer
 from .metrics.base import BatchMetric, as_metric
+from .references import as_references, for_task
 from .surrogate import Surrogate
 from .tasks.base import Task, get_task
 from .verdict import GRADIENT_BATCHES, random_check, warn_if_weak
@@ -93,6 +94,7 @@ def learn(
     distributed: bool | None = None,
     metric_workers: int = 1,
     memory_budget: int | float | str | None = None,
+    compare_with: Iterable[Any] | None = None,
     method: str = "reloss",
     **task_kwargs: Any,
 ) -> Surrogate | UniLoss | NonParametricLoss:
@@ -158,6 +160,12 @@ def learn(
             the held-out set shrink (the report's ``settings["pool_size"]`` and ``n_validation_batches`` say to
             what); at small sizes the budget changes nothing. ``outputs=`` (and its stacked copy) and one step's
             ``batches_per_step`` batches with their autograd graph are outside it.
+        compare_with: losses of your own ``loss(pred, target) -> scalar`` (or
+            :class:`~metricloss.references.Reference` objects) that the report's verdict compares the surrogate
+            with, besides the family's baseline and its reference losses (:func:`metricloss.references.for_task`,
+            whose class frequencies come from the held-out targets of ``outputs``):
+            ``sur.report.verdict.references`` holds each comparison and ``verdict.best(...)`` the loss that ranks
+            held-out batches best.
         **task_kwargs: the task's shape arguments, e.g. ``num_classes=10``. With ``outputs``, those a built-in
             task needs are read from the outputs when omitted (and checked against them when given); see
             :mod:`metricloss.learning.shapes`.
@@ -191,6 +199,7 @@ def learn(
                                validation_batches=validation_batches, seed=seed, net=net, **task_kwargs)
     t_start = time.perf_counter()
     task_obj = get_task(task, **task_kwargs)
+    own_references = as_references(compare_with, task_obj.name)
     met = as_metric(metric, higher_is_better, task_obj.metrics)
     task_obj = task_obj.for_metric(met)
     settings = LearnSettings.resolve(
@@ -239,6 +248,7 @@ def learn(
                       "memory_budget": settings.memory_budget},
             best_step=trainer.stopping.best_step, metric_seconds=clock.seconds, history=trainer.stopping.history,
             real_outputs=batches.model is not None, random_check=check,
+            references=[*for_task(task_obj, None if batches.model is None else v_target), *own_references],
         )
     except Exception as err:
         raise _unmeasured(sur, settings.checkpoint, err) from err

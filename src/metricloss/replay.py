@@ -19,6 +19,7 @@ import torch
 from ._memory import parse_budget
 from .evaluation import measure, stack_batches
 from .metrics.base import BatchMetric, as_metric
+from .references import for_task
 from .report import Report
 from .surrogate import MetricLoss, Surrogate
 from .tasks.base import Task
@@ -125,6 +126,8 @@ def remeasure(loss: MetricLoss, metric: BatchMetric | None = None, *,
     metric = metric if metric is not None else as_metric(loss.report.metric if loss.report else "", None,
                                                          loss.task.metrics if loss.task else {})
     batches = card_batches(loss, metric, outputs=outputs)
-    return measure(loss, loss.task.for_metric(metric), metric, (batches.pred, batches.target),
-                   method=loss.report.method, validation=batches.validation,
-                   memory_budget=parse_budget(memory_budget), **batches.probe)
+    task = loss.task.for_metric(metric)
+    references = for_task(task, batches.target if batches.validation == OUTPUTS else None)
+    return measure(loss, task, metric, (batches.pred, batches.target), method=loss.report.method,
+                   validation=batches.validation, memory_budget=parse_budget(memory_budget), references=references,
+                   **batches.probe)

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -78,6 +78,9 @@ class RankingComparison:
         difference: ``spearman - baseline_spearman``.
         standard_error: the paired-bootstrap standard error of ``difference``.
         n_batches: held-out batches compared.
+        against: the loss compared with, when it is not the family's baseline (a reference loss of
+            :mod:`metricloss.references`, or one given to ``learn(compare_with=...)``); ``baseline_spearman`` is then
+            that loss's Spearman.
     """
 
     regime: str
@@ -87,8 +90,10 @@ class RankingComparison:
     difference: float
     standard_error: float
     n_batches: int
+    against: str | None = None
 
     def describe(self, baseline: str) -> str:
+        baseline = self.against or baseline
         return (f"{self.outcome} {baseline} on {self.n_batches} held-out {self.regime}: Spearman {_f(self.spearman)} "
                 f"vs {_f(self.baseline_spearman)}, difference {_f(self.difference, '+.4f')} "
                 f"(standard error {_f(self.standard_error)})")
@@ -128,6 +133,9 @@ class Verdict:
         basis: the regime the outcome comes from (:data:`REAL`, :data:`RANDOM`, or ``None`` when unknown).
         real, random: the comparisons on held-out real model outputs and on random batches (``None``: not measured).
         gradient: the gradient comparison (``None``: not measured).
+        references: the surrogate against each reference loss (:mod:`metricloss.references`, and the losses given
+            to ``learn(compare_with=...)``), on the same held-out batches and regimes, by the same rule; each
+            comparison's ``against`` names the loss.
         rule: the rule the outcomes follow (:data:`RULE`).
 
     Example:
@@ -146,14 +154,43 @@ class Verdict:
     random: RankingComparison | None = None
     gradient: GradientComparison | None = None
     rule: str = RULE
+    references: list[RankingComparison] = field(default_factory=list)
 
     @classmethod
     def of(cls, real: RankingComparison | None = None, random: RankingComparison | None = None,
-           gradient: GradientComparison | None = None) -> Verdict:
+           gradient: GradientComparison | None = None,
+           references: Sequence[RankingComparison] = ()) -> Verdict:
         """The verdict of these comparisons: the real-output one decides when present."""
         basis = real if real is not None else random
         return cls(outcome=basis.outcome if basis is not None else "unknown",
-                   basis=basis.regime if basis is not None else None, real=real, random=random, gradient=gradient)
+                   basis=basis.regime if basis is not None else None, real=real, random=random, gradient=gradient,
+                   references=list(references))
+
+    def ranks(self, baseline: str) -> list[tuple[str, float]]:
+        """Every loss measured on the verdict's regime (:attr:`basis`) with its Spearman, best first: the surrogate,
+        ``baseline`` (the family's baseline loss) and each reference. Empty when nothing was measured.
+
+        Example:
+            >>> import torch
+            >>> m = torch.linspace(0, 1, 32)
+            >>> v = judge(-m, -m + torch.linspace(0, 1, 32).flip(0), m, real=False,
+            ...           references=[("minus the metric", -m, None)])
+            >>> v.ranks("cross-entropy")[0]
+            ('surrogate', 1.0)
+        """
+        main = self.real if self.basis == REAL else self.random
+        if main is None:
+            return []
+        scores = [("surrogate", main.spearman), (baseline, main.baseline_spearman)]
+        scores += [(c.against or "?", c.baseline_spearman) for c in self.references if c.regime == main.regime]
+        finite = [(name, float(rho)) for name, rho in scores if rho is not None and math.isfinite(rho)]
+        return sorted(finite, key=lambda item: -item[1])
+
+    def best(self, baseline: str) -> str | None:
+        """The loss that ranks the verdict's batches best (:meth:`ranks`' first; the surrogate on a tie), or
+        ``None`` when nothing was measured."""
+        ranks = self.ranks(baseline)
+        return ranks[0][0] if ranks else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,7 +208,9 @@ class Verdict:
         for name, kind in kinds:
             value = data.get(name)
             parts[name] = None if value is None else kind(**value)
-        return cls(outcome=data["outcome"], basis=data.get("basis"), rule=data.get("rule", RULE), **parts)
+        references = [RankingComparison(**c) for c in data.get("references") or ()]
+        return cls(outcome=data["outcome"], basis=data.get("basis"), rule=data.get("rule", RULE),
+                   references=references, **parts)
 
     def lines(self, baseline: str) -> list[str]:
         """What the verdict says, one line per measurement (the first is the answer)."""
@@ -186,6 +225,11 @@ class Verdict:
                 "unknown": "undefined (a constant loss or metric)"}[self.outcome]
         out = [f"Verdict: **{self.outcome}** ({head})."]
         out += [f"- {c.describe(baseline)}" for c in (self.real, self.random, self.gradient) if c is not None]
+        out += [f"- {c.describe(baseline)}" for c in self.references]
+        ranks = self.ranks(baseline)
+        if len(ranks) > 2:
+            order = ", ".join(f"{name} {_f(rho)}" for name, rho in ranks)
+            out.append(f"- best on {self.basis}: **{ranks[0][0]}** (Spearman, best first: {order})")
         out.append(f"- rule: {self.rule}")
         return out
 
@@ -266,13 +310,23 @@ def compare_gradients(loss: StackedLoss, baseline: StackedLoss, pred: torch.Tens
 
 def judge(losses: torch.Tensor, baseline_losses: torch.Tensor, values: torch.Tensor, *, real: bool,
           random_check: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-          gradient: GradientComparison | None = None, seed: int = 0) -> Verdict:
+          gradient: GradientComparison | None = None, seed: int = 0,
+          references: Sequence[tuple[str, torch.Tensor, torch.Tensor | None]] = ()) -> Verdict:
     """The verdict from the losses on the held-out batches (real model outputs if ``real``, else random batches) and,
     optionally, ``random_check``: the surrogate's and the baseline's losses and the oriented metric values on other,
-    random batches."""
-    main = compare_ranking(losses, baseline_losses, values, REAL if real else RANDOM, seed=seed)
+    random batches. ``references`` are ``(name, losses on the held-out batches, losses on the random check's batches
+    or None)``: the surrogate is compared with each on the same batches, by the same rule."""
+    regime = REAL if real else RANDOM
+    main = compare_ranking(losses, baseline_losses, values, regime, seed=seed)
     rand = compare_ranking(*random_check, RANDOM, seed=seed) if random_check is not None else None
-    return Verdict.of(real=main if real else None, random=rand if real else main, gradient=gradient)
+    against: list[RankingComparison] = []
+    for name, held, checked in references:
+        against.append(replace(compare_ranking(losses, held, values, regime, seed=seed), against=name))
+        if checked is not None and random_check is not None:
+            cmp = compare_ranking(random_check[0], checked, random_check[2], RANDOM, seed=seed)
+            against.append(replace(cmp, against=name))
+    return Verdict.of(real=main if real else None, random=rand if real else main, gradient=gradient,
+                      references=against)
 
 
 def random_check(task: Any, metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], n: int, batch_size: int,
