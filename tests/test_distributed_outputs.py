@@ -9,7 +9,8 @@ process runs the same learning alone meanwhile and compares. Checked:
   calls add up to the one process's (split, not repeated); the report's probe numbers are the one process's;
 - each rank given a different half of the outputs learns what 2 ranks given the whole learn (bit for bit: weights
   and report), on the same held-out batches as one process given the whole (the baseline's numbers, which depend
-  only on the batches, are equal to the last bit);
+  only on the batches, are equal to the last bit; the weights are the one process's up to float32 rounding, as in
+  tests/test_distributed_learning.py: a split step sums the same gradient in another order);
 - a rank whose own validation would stop it early keeps step with rank 0 (no hang, same weights);
 - `OutputRecorder.gather()` gives every rank every rank's batches (shapes and dtypes differing), rank by rank;
 - a metric raising on one rank's share raises on both (no rank left waiting).
@@ -149,6 +150,7 @@ def same_batches(a: list, b: list) -> bool:
         for x, y in zip(pa, pb, strict=True))
 
 
+@pytest.mark.filterwarnings("ignore::metricloss.WeakSurrogateWarning")
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo")
 def test_two_ranks_split_every_measurement_and_agree_on_outputs(tmp_path):
     procs = start_ranks(__file__, tmp_path)
@@ -165,7 +167,11 @@ def test_two_ranks_split_every_measurement_and_agree_on_outputs(tmp_path):
     for key in ("baseline_spearman", "baseline_gradient_agreement", "n_validation_batches"):
         assert r0["whole"][1][key] == numbers(single)[key]
     assert r0["whole"][1]["verdict"]["random"]["baseline_spearman"] == single.report.verdict.random.baseline_spearman
-    assert abs(r0["whole"][1]["spearman"] - single.report.spearman) <= 0.01
+    # A split step sums the same gradient in another order, so in float32 the weights drift apart by rounding only.
+    for split, alone in zip(r0["whole"][0].values(), single.net.state_dict().values(), strict=True):
+        torch.testing.assert_close(split, alone, rtol=0, atol=1e-4)
+    for key, tol in (("spearman", 0.01), ("kendall", 0.01), ("gradient_agreement", 1e-3)):
+        assert abs(r0["whole"][1][key] - numbers(single)[key]) <= tol
 
     # Item 10: different halves on the two ranks are learned as the whole on both.
     for r in (r0, r1):
