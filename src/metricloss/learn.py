@@ -27,7 +27,7 @@ from ._checks import check_choice
 from ._rng import private_rng
 from .evaluation import measure
 from .learning.batches import LearningBatches, heldout_count, prepare_batches
-from .learning.distributed import SharedMetric
+from .learning.distributed import SharedMetric, agree_outputs, joins_group
 from .learning.settings import LearnSettings
 from .learning.shapes import infer_shapes
 from .learning.trainer import Checkpointing, DistributedTrainer, Trainer
@@ -145,10 +145,12 @@ def learn(
         gradient_probe: number of validation batches on which the report's gradient agreement is measured
             (0 skips it).
         distributed: learn across the ranks of the initialised ``torch.distributed`` process group (``torchrun``):
-            call ``learn`` on every rank with the same arguments; metric evaluations and each step's batches are
-            split across the ranks and every rank returns the same surrogate (see ``docs/distributed.md``).
-            ``None`` (default) detects a group of more than one rank; ``False`` learns alone on this rank. Not
-            with the correlated-gradients term (``gradient_weight`` > 0).
+            call ``learn`` on every rank with the same arguments; metric evaluations (the report's included) and each
+            step's batches are split across the ranks, early stopping is decided once (rank 0's validation), and
+            every rank returns the same surrogate (see ``docs/distributed.md``). ``outputs`` may differ across the
+            ranks (each rank's shard of a recorded run): every rank then learns from their union, rank 0's batches
+            first. ``None`` (default) detects a group of more than one rank; ``False`` learns alone on this rank.
+            Not with the correlated-gradients term (``gradient_weight`` > 0).
         metric_workers: evaluate the metric in this many worker processes (spawned: in a script, call ``learn``
             under ``if __name__ == "__main__":``; the metric must be picklable: a module-level function or class).
             For slow Python metrics; the values, and so the surrogate, are those of ``metric_workers=1``. They
@@ -190,6 +192,8 @@ def learn(
         >>> sur.report.spearman > sur.report.baseline_spearman - 0.2
         True
     """
+    if method == "reloss" and joins_group(distributed):  # every rank learns from the same outputs (their union)
+        outputs = agree_outputs(None if outputs is None else list(outputs))
     if outputs is not None and isinstance(task, str):  # shape keywords not given are read from the outputs
         outputs = list(outputs)
         task_kwargs = infer_shapes(task, outputs, task_kwargs)
@@ -240,7 +244,7 @@ def learn(
     v_pred, v_target, v_values = batches.heldout
     try:
         sur.report = measure(
-            sur, task_obj, met, (v_pred, v_target), metric_values=v_values,
+            sur, task_obj, clock.batch_metric, (v_pred, v_target), metric_values=v_values,
             method=settings.report_method, validation=batches.validation,
             gradient_batches=settings.gradient_probe, gradient_loss=sur.net, sigma=settings.sigma, seed=settings.seed,
             started=t_start, memory_budget=settings.memory_budget, steps=trainer.steps,

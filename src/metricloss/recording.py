@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from ._checks import check_tensor
+from .learning.distributed import gather_batches
 
 __all__ = ["OutputRecorder"]
 
@@ -138,6 +139,25 @@ class OutputRecorder:
     def _evict(self, position: int) -> None:
         _, pred, target = self._items.pop(position)
         self._bytes -= _nbytes((pred, target))
+
+    def gather(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every rank's kept batches, on every rank, under an initialised ``torch.distributed`` process group (DDP
+        gives each rank its own shard of the data, so each rank's recorder holds its own shard of the run's outputs).
+
+        A collective: call it on every rank. The order is deterministic: rank 0's batches in the order they were
+        recorded, then rank 1's, and so on; every rank gets the same list (CPU tensors), ready for
+        ``metricloss.learn(..., outputs=...)``. Without a process group: this recorder's batches, as iteration gives
+        them. The recorder itself is unchanged (its budget bounds this rank's shard; the union holds every rank's).
+
+        Example:
+            >>> import torch
+            >>> from metricloss import OutputRecorder
+            >>> recorder = OutputRecorder()
+            >>> recorder.record(torch.randn(8, 3), torch.randint(0, 3, (8,)))
+            >>> len(recorder.gather())   # with no process group: this rank's own batches
+            1
+        """
+        return gather_batches(list(self))
 
     def __repr__(self) -> str:
         return (f"OutputRecorder(batches={len(self)}, seen={self.seen}, nbytes={self.nbytes}, "

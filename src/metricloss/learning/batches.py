@@ -90,6 +90,13 @@ class TimedMetric:
         self.seconds += time.perf_counter() - t0
         return self.metric.oriented(values)
 
+    @property
+    def batch_metric(self) -> BatchMetric:
+        """The metric for measurements that evaluate it on stacks of their own (the report's gradient probes, the
+        correlated-gradients term), which time themselves: here ``metric``; shared across ranks by
+        :class:`~metricloss.learning.distributed.SharedMetric`."""
+        return self.metric
+
 
 @dataclass
 class StepBatches:

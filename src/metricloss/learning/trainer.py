@@ -30,7 +30,17 @@ from .._memory import chunk_count
 from ..evaluation import agreement, gradient_agreement, metric_changes
 from ..objectives import approximation_objective, gradient_objective, gradient_penalty, rank_objective
 from .batches import LearningBatches, StepBatches, TimedMetric
-from .distributed import barrier, gather_losses, is_main, rank_share, share_of, sum_gradients, sum_scalar, world
+from .distributed import (
+    barrier,
+    from_main,
+    gather_losses,
+    is_main,
+    rank_share,
+    share_of,
+    sum_gradients,
+    sum_scalar,
+    world,
+)
 from .settings import LearnSettings
 
 __all__ = ["Checkpointing", "DistributedTrainer", "EarlyStopping", "Trainer"]
@@ -102,7 +112,7 @@ class Trainer:
 
     def _metric_changes(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t0 = time.perf_counter()
-        out = metric_changes(self.metric.metric, pred, target, self.settings.directions, self.settings.sigma,
+        out = metric_changes(self.metric.batch_metric, pred, target, self.settings.directions, self.settings.sigma,
                              self.gen)
         self.metric.seconds += time.perf_counter() - t0
         return out
@@ -146,7 +156,7 @@ class Trainer:
         try:
             if s.objective == "gradient":
                 n = max(s.gradient_probe, 8)
-                score = gradient_agreement(self.model, self.metric.metric, v_pred[:n], v_target[:n],
+                score = gradient_agreement(self.model, self.metric.batch_metric, v_pred[:n], v_target[:n],
                                            directions=s.directions, sigma=s.sigma, seed=s.seed,
                                            memory_budget=s.memory_budget)
             else:
@@ -201,7 +211,11 @@ class DistributedTrainer(Trainer):
     split across the ranks; each computes the losses of its share, which are all-gathered (differentiably) so the
     rank objective is over all N, and the nets' gradients are summed over the ranks before Adam steps. Every rank
     thus takes the same step and ends with the same weights. Validation is replicated (every rank scores the same
-    held-out batches with the same weights, so early stopping decides alike)."""
+    held-out batches with the same weights) and decided once: every rank's early stopping and best checkpoint follow
+    rank 0's score, so no rank can stop alone (on held-out batches or a score that differ on one rank)."""
+
+    def validate(self) -> float:
+        return from_main(super().validate())
 
     def step(self) -> torch.Tensor:
         self.steps += 1
