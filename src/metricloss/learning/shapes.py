@@ -10,13 +10,15 @@ classification     ``(B, C)``              ``num_classes = C``
 ordinal            ``(B, K)``              ``num_classes = K``
 set                ``(B,)`` / ``(B, L)``   ``num_labels = None`` (binary) / ``L``
 pose               ``(B, K, H, W)``        ``num_keypoints = K``, ``heatmap_size = (H, W)``
-sequence           ``(B, T, V)``           ``vocab_size = V``, ``max_length`` = the longest ``T``
+sequence           ``(B, T, V)``           ``vocab_size`` = the widest ``V``, ``max_length`` = the longest ``T``
 =================  ======================  ===================================================================
 
-Every batch must agree on them (batch sizes may differ, and so may sequence lengths ``T``); the first batch that
-does not is named in the error. A keyword the user gives is checked against the outputs (``max_length`` may exceed
-the longest ``T``: it is an upper bound); keywords that are not shapes (``sigma``, ``reference``, ``pad_id``) pass
-through. A family registered by a user gets no inference: its keywords are passed on as given.
+Every batch must agree on them (batch sizes may differ, and so may sequence lengths ``T`` and, since compacted
+sequence outputs (:meth:`~metricloss.tasks.sequence.SequenceTask.compact`) are narrower than the vocabulary, widths
+``V``); the first batch that does not is named in the error. A keyword the user gives is checked against the
+outputs (``max_length`` and ``vocab_size`` may exceed the largest ``T`` and ``V``: they are upper bounds, and equal
+to them is accepted); keywords that are not shapes (``sigma``, ``reference``, ``pad_id``) pass through. A family
+registered by a user gets no inference: its keywords are passed on as given.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ INFERABLE: dict[str, ShapeFn] = {
     "classification": _classes, "ordinal": _classes, "set": _set, "pose": _pose, "sequence": _sequence,
 }
 #: Keywords that are upper bounds: the largest value over the batches is inferred, a larger given value is fine.
-UPPER_BOUNDS = ("max_length",)
+UPPER_BOUNDS = ("max_length", "vocab_size")
 
 
 def _normalise(key: str, value: Any) -> Any:
