@@ -77,7 +77,8 @@ def stack_batches(
             task.check(p, t)
         except (TypeError, ValueError) as err:
             raise type(err)(f"`{name}` item {i}: {err}") from None
-        p, t = task.compact_outputs(p.detach(), t.detach())
+        compact = getattr(task, "compact_outputs", None)  # a Task's; a duck-typed task stores batches as given
+        p, t = compact(p.detach(), t.detach()) if compact is not None else (p.detach(), t.detach())
         preds.append(p.cpu())
         targets.append(t.cpu())
     if not preds:
@@ -110,7 +111,11 @@ def conform(task: Task, pred: torch.Tensor, target: torch.Tensor,
         extra = shape[0] - sample[0]
         pred = torch.nn.functional.pad(pred, (0, 0) * (len(shape) - 1) + (0, extra))
         target = torch.nn.functional.pad(target, (0, 0) * (len(shape) - 2) + (0, extra), value=pad_target)
-    return task.widen(pred, shape[-1]), target
+    if pred.shape[-1] != shape[-1]:
+        if not hasattr(task, "widen"):
+            raise ValueError(f"pred of width {pred.shape[-1]} cannot be widened to {shape[-1]}")
+        pred = task.widen(pred, shape[-1])
+    return pred, target
 
 
 def _pad_lengths(preds: list[torch.Tensor], targets: list[torch.Tensor], task: Task,
