@@ -11,7 +11,7 @@ import torch
 import metricloss as ml
 from metricloss import OutputRecorder
 from metricloss.evaluation import TooFewOutputsError, conform, stack_batches
-from metricloss.learning.batches import check_compaction
+from metricloss.learning.batches import _unconformed, check_compaction
 from metricloss.learning.shapes import infer_shapes
 from metricloss.metrics.base import BatchMetric
 from metricloss.tasks.sequence import GEN_VOCAB, SequenceTask
@@ -102,6 +102,9 @@ def test_stacking_widens_and_pads_without_changing_the_net_or_the_metrics():
     assert wide.shape == (3, 3, 12, pred.shape[-1] + 5) and bool((wide_target[..., 9:] == PAD).all())
     assert torch.equal(wide.argmax(-1)[..., :9], pred.argmax(-1))
     torch.testing.assert_close(net(wide.double(), wide_target), net(pred.double(), target))
+    torch.testing.assert_close(task.baseline(wide, wide_target), task.baseline(pred, target), rtol=1e-6, atol=0)
+    back = _unconformed(wide, wide_target, tuple(pred.shape[2:]))  # what the trained-model regime perturbs
+    assert torch.equal(back[0], pred) and torch.equal(back[1], target)
 
 
 # ----- item 11: compact recording ------------------------------------------------------------------------------------

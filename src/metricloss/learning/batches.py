@@ -146,9 +146,11 @@ def _split_outputs(outputs: Iterable, task: Task, settings: LearnSettings, gen: 
                    sample: tuple[int, ...]):
     """G_M's learning and held-out stacks, brought to one sample shape with G_R's batches (``sample``, the shape of
     one of them): model outputs longer or wider than G_R's (sequences: T up to max_length, compacted vocabularies)
-    set the shape of both (:func:`~metricloss.evaluation.conform`). Returns both stacks and that shape."""
+    set the shape of both (:func:`~metricloss.evaluation.conform`). Returns both stacks, that shape and the outputs'
+    own sample shape."""
     all_pred, all_target = stack_batches(outputs, settings.batch_size, task)
-    if all_pred.dim() == len(sample) + 2 and tuple(all_pred.shape[2:]) != sample:
+    own = tuple(all_pred.shape[2:])
+    if all_pred.dim() == len(sample) + 2 and own != sample:
         sample = tuple(max(a, b) for a, b in zip(all_pred.shape[2:], sample, strict=True))
         all_pred, all_target = conform(task, all_pred, all_target, sample)
     perm = torch.randperm(all_pred.shape[0], generator=gen)
@@ -160,7 +162,15 @@ def _split_outputs(outputs: Iterable, task: Task, settings: LearnSettings, gen: 
             f"to learn and validate, got {all_pred.shape[0]}")
     heldout = all_pred[perm[:n_val]], all_target[perm[:n_val]]
     learning = all_pred[perm[n_val:]], all_target[perm[n_val:]]
-    return learning, heldout, sample
+    return learning, heldout, sample, own
+
+
+def _unconformed(pred: torch.Tensor, target: torch.Tensor, own: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stacks that :func:`~metricloss.evaluation.conform` padded and widened, cut back to their own sample shape
+    ``own`` (padding is appended along the first sample dimension, widening after the last columns)."""
+    if tuple(pred.shape[2:]) == own:
+        return pred, target
+    return pred.narrow(2, 0, own[0]).narrow(-1, 0, own[-1]), target.narrow(2, 0, own[0])
 
 
 def _warn_step_size(settings: LearnSettings, batch_nbytes: int) -> None:
@@ -249,7 +259,7 @@ def prepare_batches(
     if outputs is not None:
         outputs = list(outputs)
         check_compaction(task, metric.metric, outputs)
-        learning, heldout, sample = _split_outputs(outputs, task, settings, generator, sample)
+        learning, heldout, sample, own = _split_outputs(outputs, task, settings, generator, sample)
         p_random = 0.5 if settings.p_random is None else settings.p_random
         validation = "held-out model outputs"
     else:
@@ -267,7 +277,9 @@ def prepare_batches(
     if learning is not None:
         relabelled = n_pool // 2
         src = torch.randint(0, learning[0].shape[0], (relabelled,), generator=generator)
-        r_pred[:relabelled], r_target[:relabelled] = trained_regime(task, learning[0][src], learning[1][src], generator)
+        # Perturbed at their own shape (the widened columns would skew a perturbation's scale), then conformed.
+        regime = trained_regime(task, *_unconformed(learning[0][src], learning[1][src], own), generator)
+        r_pred[:relabelled], r_target[:relabelled] = conform(task, *regime, sample)
     if heldout is None:
         n_val = heldout_count(settings.validation_batches, nbytes, settings.memory_budget)
         heldout = task.random_batches(n_val, settings.batch_size, generator)

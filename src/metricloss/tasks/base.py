@@ -116,9 +116,10 @@ class Task(ABC):
         return pred, target
 
     def widen(self, pred: torch.Tensor, width: int) -> torch.Tensor:
-        """``pred`` with its last (class) dimension grown to ``width`` by classes that nothing reads, so that batches of
-        different widths (compacted model outputs, G_R's) stack together. Families whose width is fixed by the task
-        raise; the sequence family appends ids below all others."""
+        """``pred`` with its last (class) dimension grown to ``width`` by classes that nothing reads, appended after the
+        existing ones (so ``pred[..., :V]`` recovers the batch), so that batches of different widths (compacted model
+        outputs, G_R's) stack together. Families whose width is fixed by the task raise; the sequence family appends
+        ids far below all others."""
         if width == pred.shape[-1]:
             return pred
         raise ValueError(f"task {self.name!r}: batches must share their last dimension; got {pred.shape[-1]}, "

@@ -674,14 +674,15 @@ class SequenceTask(Task):
         return (small, small_target) if small.shape[-1] < pred.shape[-1] else (pred, target)
 
     def widen(self, pred: torch.Tensor, width: int) -> torch.Tensor:
-        """``pred`` ``(..., V)`` with ``width - V`` columns appended, each position's below all its logits (ids never
-        chosen, like the unused ids of G_R's batches and the other ids of :meth:`compact`): the default net's
-        features and the arg-max tokens, and so the metrics, are unchanged."""
+        r"""``pred`` ``(..., V)`` with ``width - V`` columns appended, each position's far below all its logits (ids
+        never chosen, like the unused ids of G_R's batches): at :math:`z_{min} - 30 (z_{max} - z_{min}) - 30`, so the
+        default net's features and the arg-max tokens, and so the metrics, are unchanged, and each column's share of
+        the softmax is below :math:`e^{-30}` (cross-entropy unchanged in float32)."""
         extra = width - pred.shape[-1]
         if extra <= 0:
             return pred
         lo, hi = pred.amin(dim=-1, keepdim=True), pred.amax(dim=-1, keepdim=True)
-        return torch.cat([pred, (lo - (hi - lo) - 1.0).expand(*pred.shape[:-1], extra)], dim=-1)
+        return torch.cat([pred, (lo - 30.0 * (hi - lo) - 30.0).expand(*pred.shape[:-1], extra)], dim=-1)
 
     def relabel(
         self, pred: torch.Tensor, target: torch.Tensor, generator: torch.Generator
