@@ -14,6 +14,7 @@ from metricloss.evaluation import TooFewOutputsError, conform, stack_batches
 from metricloss.learning.batches import _unconformed, check_compaction
 from metricloss.learning.shapes import infer_shapes
 from metricloss.metrics.base import BatchMetric
+from metricloss.replay import remeasure
 from metricloss.tasks.sequence import GEN_VOCAB, SequenceTask
 
 PAD = -100
@@ -191,6 +192,8 @@ def test_learning_from_a_compact_recorder_equals_learning_from_the_full_outputs(
     for (name, x), (_, y) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
     assert a.report.spearman == b.report.spearman and a.report.baseline_spearman == b.report.baseline_spearman
+    again = remeasure(b, outputs=outputs)  # the card's batches stacked again from the full outputs: same numbers
+    assert (again.spearman, again.baseline_spearman) == (b.report.spearman, b.report.baseline_spearman)
 
 
 def test_too_few_outputs_name_the_recorders_budget_and_the_compact_option():
@@ -212,6 +215,22 @@ def test_too_few_outputs_name_the_recorders_budget_and_the_compact_option():
         ml.learn("bleu", task="sequence", outputs=tight, batch_size=4, **TINY)
     with pytest.raises(ValueError, match=r"record compactly with `task=`"):
         OutputRecorder(max_bytes=100).record(*batches[0])
+
+
+def test_the_recorder_warns_when_its_budget_fills_with_too_few_batches():
+    g = torch.Generator().manual_seed(8)
+    batches = [model_batch(4, 8, 400, g) for _ in range(12)]
+    raw = sum(x.nbytes for x in batches[0])
+    rec = OutputRecorder(max_bytes=3 * raw)
+    with pytest.warns(UserWarning, match=r"is full after 3 batches .* at least 8 batches .* OutputRecorder\(task="):
+        for z, y in batches:
+            rec.record(z, y)
+    roomy = OutputRecorder(max_bytes=8 * raw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for z, y in batches:
+            roomy.record(z, y)
+    assert len(roomy) == 8
 
 
 def test_a_metric_that_reads_the_ids_is_warned_about():

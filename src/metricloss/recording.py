@@ -8,18 +8,23 @@ outputs during an ordinary baseline run, without holding the run's memory hostag
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
 
 from ._checks import check_tensor
 from ._memory import format_bytes
+from .learning.batches import HELDOUT_SHARE
 from .learning.shapes import INFERABLE, UPPER_BOUNDS, infer_shapes
 from .tasks.base import Task, get_task
 
 __all__ = ["OutputRecorder"]
 
 Keep = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: The fewest batches (of the batch size they were recorded at) ``learn(outputs=...)`` learns and validates from: the
+#: recorder warns when its budget fills with fewer.
+MIN_OUTPUT_BATCHES = 2 * HELDOUT_SHARE
 
 
 class OutputRecorder:
@@ -125,12 +130,14 @@ class OutputRecorder:
         """What the recorder kept of what it was offered, against its budget, and how to keep more: the sentence
         ``learn`` adds to its error when the recorded outputs are too few."""
         size = f" of {format_bytes(self._bytes / len(self))} each" if len(self) else ""
-        note = (f"the OutputRecorder kept {len(self)} of the {self.candidates} batches it was offered{size} within "
-                f"its budget max_bytes={self.max_bytes} ({format_bytes(self.max_bytes)})")
+        return (f"the OutputRecorder kept {len(self)} of the {self.candidates} batches it was offered{size} within "
+                f"its budget max_bytes={self.max_bytes} ({format_bytes(self.max_bytes)}): {self._more()}")
+
+    def _more(self) -> str:
         if self.task is None:
-            return (f"{note}: record them compactly with OutputRecorder(task=...) (e.g. task='sequence': only what "
-                    "the surrogate and the metric read), raise `max_bytes`, or record more batches")
-        return f"{note}: raise `max_bytes` or record more batches (`every=1` offers all of them)"
+            return ("record them compactly with OutputRecorder(task=...) (e.g. task='sequence': only what the "
+                    "surrogate and the metric read), raise `max_bytes`, or record more batches")
+        return "raise `max_bytes` or record more batches (`every=1` offers all of them)"
 
     def clear(self) -> None:
         """Forget every batch and counter (the random state continues)."""
@@ -158,6 +165,11 @@ class OutputRecorder:
             return
         if self.capacity is None:
             self.capacity = max(len(self._items), 1)
+            if self.capacity < MIN_OUTPUT_BATCHES:
+                warnings.warn(f"OutputRecorder: max_bytes={self.max_bytes} ({format_bytes(self.max_bytes)}) is full "
+                              f"after {self.capacity} batches of {format_bytes(size)}; `learn(outputs=...)` needs at "
+                              f"least {MIN_OUTPUT_BATCHES} batches of its batch_size: {self._more()}",
+                              UserWarning, stacklevel=3)
         # Algorithm R: the n-th candidate enters with probability capacity / n, replacing a random kept batch.
         slot = self._rng.randrange(self.candidates)
         if slot >= self.capacity:
