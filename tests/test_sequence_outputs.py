@@ -246,3 +246,16 @@ def test_a_metric_that_reads_the_ids_is_warned_about():
         warnings.simplefilter("error")
         for name in MATCHING:
             check_compaction(task, task.metrics[name], outputs)
+
+
+def test_recorded_shapes_are_bounds_not_contradictions():
+    # A recorder's shapes (the batches as offered) raise what the compacted batches tell, never contradict them: a
+    # recorder gathered from other ranks may hold batches longer than those it saw itself.
+    outputs = bucketed((5, 30, 12), 300)
+    assert infer_shapes("sequence", outputs, {}, bounds={"vocab_size": 32000, "max_length": 20}) == {
+        "vocab_size": 32000, "max_length": 30}
+    assert infer_shapes("sequence", outputs, {"vocab_size": 500}, bounds={"vocab_size": 32000})["vocab_size"] == 500
+    with pytest.raises(ValueError, match=r"`task` must be one of .*'sequence'.* got 'sequences'"):
+        OutputRecorder(task="sequences")
+    with pytest.raises(TypeError, match=r"`task` must be None, a task name"):
+        OutputRecorder(task=3)

@@ -188,7 +188,7 @@ def learn(
     if outputs is not None and isinstance(task, str):  # shape keywords not given are read from the outputs
         recorded = outputs.shape_keywords(task) if callable(getattr(outputs, "shape_keywords", None)) else {}
         outputs = list(outputs)
-        task_kwargs = infer_shapes(task, outputs, {**recorded, **task_kwargs})
+        task_kwargs = infer_shapes(task, outputs, task_kwargs, bounds=recorded)
     if method != "reloss":
         given = {k: v for k, v in locals().items() if k in LEARNING_ONLY}
         return _forward_method(method, metric, task, given, outputs=outputs, batch_size=batch_size,

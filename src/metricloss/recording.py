@@ -17,7 +17,7 @@ from ._checks import check_tensor
 from ._memory import format_bytes
 from .learning.batches import HELDOUT_SHARE
 from .learning.shapes import INFERABLE, UPPER_BOUNDS, infer_shapes
-from .tasks.base import Task, get_task
+from .tasks.base import TASKS, Task, get_task
 
 __all__ = ["OutputRecorder"]
 
@@ -91,6 +91,8 @@ class OutputRecorder:
                             f"got {type(keep).__name__}")
         if task is not None and not isinstance(task, str | Task):
             raise TypeError(f"`task` must be None, a task name such as 'sequence' or a Task, got {type(task).__name__}")
+        if isinstance(task, str) and task not in TASKS:
+            raise ValueError(f"`task` must be one of {', '.join(map(repr, sorted(TASKS)))} or a Task; got {task!r}")
         self.max_bytes = max_bytes
         self.every = every
         self.keep = keep
@@ -169,7 +171,7 @@ class OutputRecorder:
                 warnings.warn(f"OutputRecorder: max_bytes={self.max_bytes} ({format_bytes(self.max_bytes)}) is full "
                               f"after {self.capacity} batches of {format_bytes(size)}; `learn(outputs=...)` needs at "
                               f"least {MIN_OUTPUT_BATCHES} batches of its batch_size: {self._more()}",
-                              UserWarning, stacklevel=3)
+                              UserWarning, stacklevel=2)
         # Algorithm R: the n-th candidate enters with probability capacity / n, replacing a random kept batch.
         slot = self._rng.randrange(self.candidates)
         if slot >= self.capacity:
@@ -185,7 +187,7 @@ class OutputRecorder:
         if self.task is None:
             return pred, target
         name = self.task if isinstance(self.task, str) else self.task.name
-        shapes = infer_shapes(name, [(pred, target)], {}, name="pred") if name in INFERABLE else {}
+        shapes = infer_shapes(name, [(pred, target)], {}, name="recorded batch") if name in INFERABLE else {}
         if isinstance(self.task, str):
             self.task = get_task(self.task, **shapes)
         self.task.check(pred, target)

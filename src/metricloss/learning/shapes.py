@@ -91,9 +91,12 @@ def _per_batch(task: str, outputs: Sequence[Any], name: str) -> list[dict[str, A
     return shapes
 
 
-def infer_shapes(task: str, outputs: Sequence[Any], given: dict[str, Any], name: str = "outputs") -> dict[str, Any]:
+def infer_shapes(task: str, outputs: Sequence[Any], given: dict[str, Any], name: str = "outputs",
+                 bounds: dict[str, Any] | None = None) -> dict[str, Any]:
     """The keyword arguments of ``task`` with every shape keyword read from ``outputs`` (a sequence of
-    ``(pred, target)`` batches), checked against those ``given``.
+    ``(pred, target)`` batches), checked against those ``given``. ``bounds``: upper-bound keywords (``vocab_size``,
+    ``max_length``) of the batches as they were before being stored compactly (an ``OutputRecorder``'s
+    ``shape_keywords``); where not given, the larger of them and the outputs' is inferred.
 
     Raises:
         ValueError: a batch's shapes disagree with the first batch's, or a given keyword contradicts the outputs
@@ -118,6 +121,9 @@ def infer_shapes(task: str, outputs: Sequence[Any], given: dict[str, Any], name:
                 raise ValueError(
                     f"`{name}` item {i}: {key} = {value} (`pred` of shape {tuple(outputs[i][0].shape)}) but item 0 has "
                     f"{key} = {shapes[0][key]} (shape {tuple(outputs[0][0].shape)}); every batch must share it")
+    for key, value in (bounds or {}).items():
+        if key in UPPER_BOUNDS and key in inferred and key not in given and isinstance(value, int):
+            inferred[key] = max(inferred[key], value)
     for key, value in given.items():
         if key not in inferred:
             continue
