@@ -203,9 +203,14 @@ def check_compaction(task: Task, metric: BatchMetric, outputs: list, batches: in
     reads more than the family's built-in ones (the token ids themselves, say) learns from renumbered batches."""
     checked = 0
     for item in outputs:
-        if checked >= batches or not (isinstance(item, tuple | list) and len(item) == 2):
+        if checked >= batches or not (isinstance(item, tuple | list) and len(item) == 2
+                                      and all(isinstance(x, torch.Tensor) for x in item)):
             break
         pred, target = item[0].detach(), item[1].detach()
+        try:
+            task.check(pred, target)
+        except (TypeError, ValueError):
+            break  # stacking names the bad batch
         small, small_target = task.compact_outputs(pred, target)
         if small is pred and small_target is target:
             continue
