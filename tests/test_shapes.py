@@ -52,7 +52,7 @@ def test_learn_classification_without_num_classes():
 @pytest.mark.parametrize("family,given,match", [
     ("classification", {"num_classes": 10}, r"`num_classes` = 10 contradicts `outputs`: item 0.*needs num_classes = 7"),
     ("pose", {"heatmap_size": (16, 16)}, r"`heatmap_size` = \(16, 16\) contradicts .* item 0"),
-    ("sequence", {"vocab_size": 12}, r"`vocab_size` = 12 contradicts"),
+    ("sequence", {"vocab_size": 10}, r"`vocab_size` = 10 contradicts .* at least 11"),
     ("set", {"num_labels": 2}, r"`num_labels` = 2 contradicts"),
 ])
 def test_given_keywords_that_contradict_the_outputs(family, given, match):
@@ -80,7 +80,7 @@ def test_max_length_is_an_upper_bound():
 @pytest.mark.parametrize("family,bad,match", [
     ("classification", (torch.randn(16, 8), torch.zeros(16, dtype=torch.long)), "item 3: num_classes = 8"),
     ("pose", (torch.rand(4, 3, 12, 11), torch.rand(4, 3, 3)), r"item 3: heatmap_size = \(12, 11\)"),
-    ("sequence", (torch.randn(4, 5, 12), torch.zeros(4, 5, dtype=torch.long)), "item 3: vocab_size = 12"),
+    ("sequence", (torch.randn(4, 5), torch.zeros(4, 5, dtype=torch.long)), r"item 3: `pred` must be \(B, T, V\)"),
     ("set", (torch.randn(16), torch.ones(16)), "item 3: num_labels = None"),
     ("classification", (torch.randn(16), torch.zeros(16, dtype=torch.long)), r"item 3: `pred` must be \(B, C\)"),
 ])

@@ -29,7 +29,8 @@ from .tasks.base import Task
 from .verdict import GRADIENT_BATCHES, RANDOM, REAL, Verdict, compare_gradients, judge
 
 __all__ = [
-    "agreement", "directional_correlation", "gradient_agreement", "measure", "metric_changes", "stack_batches",
+    "TooFewOutputsError", "agreement", "conform", "directional_correlation", "gradient_agreement", "measure",
+    "metric_changes", "stack_batches",
 ]
 
 StackedLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -48,15 +49,24 @@ def agreement(losses: torch.Tensor, metric_values: torch.Tensor, higher_is_bette
     return {"spearman": float(ranking.spearman(neg, m)), "kendall": float(ranking.kendall(neg, m))}
 
 
+class TooFewOutputsError(ValueError):
+    """``outputs=`` hold too few batches to learn from (a ``ValueError``; ``learn`` adds what a recorder kept)."""
+
+
 def stack_batches(
     outputs: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_size: int, task: Task, name: str = "outputs"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate ``(pred, target)`` batches in order and cut them into stacked batches of ``batch_size``.
 
+    Each batch is first stored the way its task stores model outputs
+    (:meth:`~metricloss.tasks.base.Task.compact_outputs`: unchanged except for sequences over a vocabulary wider than
+    128 ids, which are renumbered), so that ``learn``, ``remeasure`` and the builders see the same stacks.
     Batches may differ in batch size. For a task with a target padding value (``pad_target``: the sequence task's
     -100), they may also differ in length ``T``: each is padded to the longest, its logits with zeros and its
-    targets with the padding value, which every metric and surrogate of the task ignores. The remainder that does
-    not fill a batch is dropped (as the authors' code does with stored logits).
+    targets with the padding value, which every metric and surrogate of the task ignores; and a task that can widen
+    its predictions (:meth:`~metricloss.tasks.base.Task.widen`: compacted sequence outputs) may mix widths, each
+    widened to the widest (see :func:`conform`). The remainder that does not fill a batch is dropped (as the
+    authors' code does with stored logits).
     """
     preds, targets = [], []
     for i, item in enumerate(outputs):
@@ -67,15 +77,17 @@ def stack_batches(
             task.check(p, t)
         except (TypeError, ValueError) as err:
             raise type(err)(f"`{name}` item {i}: {err}") from None
-        preds.append(p.detach().cpu())
-        targets.append(t.detach().cpu())
+        compact = getattr(task, "compact_outputs", None)  # a Task's; a duck-typed task stores batches as given
+        p, t = compact(p.detach(), t.detach()) if compact is not None else (p.detach(), t.detach())
+        preds.append(p.cpu())
+        targets.append(t.cpu())
     if not preds:
         raise ValueError(f"`{name}` is empty")
-    preds, targets = _pad_lengths(preds, targets, getattr(task, "pad_target", None), name)
+    preds, targets = _pad_lengths(preds, targets, task, name)
     pred, target = torch.cat(preds), torch.cat(targets)
     n = pred.shape[0] // batch_size
     if n < 2:
-        raise ValueError(
+        raise TooFewOutputsError(
             f"`{name}` holds {pred.shape[0]} samples: fewer than 2 batches of batch_size={batch_size}"
         )
     pred = pred[: n * batch_size].reshape(n, batch_size, *pred.shape[1:])
@@ -83,22 +95,46 @@ def stack_batches(
     return pred, target
 
 
-def _pad_lengths(preds: list[torch.Tensor], targets: list[torch.Tensor], pad_target: int | None,
+def conform(task: Task, pred: torch.Tensor, target: torch.Tensor,
+            shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pred`` (batches ``(B, *sample)`` or stacks ``(N, B, *sample)``) and ``target`` brought to the sample shape
+    ``shape`` (of ``pred``, at least as large): the first sample dimension (a sequence's ``T``) padded at its end,
+    logits with zeros and targets with the task's ``pad_target``; the last one (the classes) grown by
+    :meth:`~metricloss.tasks.base.Task.widen`. Raises ``ValueError`` where the task allows neither."""
+    sample = tuple(pred.shape[pred.dim() - len(shape):])
+    if sample == tuple(shape):
+        return pred, target
+    pad_target = getattr(task, "pad_target", None)
+    if len(sample) < 2 or sample[1:-1] != tuple(shape[1:-1]) or (sample[0] != shape[0] and pad_target is None):
+        raise ValueError(f"pred of sample shape {sample} cannot be brought to {tuple(shape)}")
+    if sample[0] != shape[0]:
+        extra = shape[0] - sample[0]
+        pred = torch.nn.functional.pad(pred, (0, 0) * (len(shape) - 1) + (0, extra))
+        target = torch.nn.functional.pad(target, (0, 0) * (len(shape) - 2) + (0, extra), value=pad_target)
+    if pred.shape[-1] != shape[-1]:
+        if not hasattr(task, "widen"):
+            raise ValueError(f"pred of width {pred.shape[-1]} cannot be widened to {shape[-1]}")
+        pred = task.widen(pred, shape[-1])
+    return pred, target
+
+
+def _pad_lengths(preds: list[torch.Tensor], targets: list[torch.Tensor], task: Task,
                  name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Batches ``(B_i, T_i, ...)`` padded along ``T`` to the longest (``pad_target`` set), else checked alike."""
+    """Batches ``(B_i, *sample_i)`` brought to the largest sample shape by :func:`conform`, else checked alike."""
     first = preds[0].shape[1:]
     if all(p.shape[1:] == first for p in preds):
         return preds, targets
-    same_rest = all(p.dim() == preds[0].dim() and p.shape[2:] == first[1:] for p in preds)
-    if pad_target is None or not same_rest:
-        i = next(i for i, p in enumerate(preds) if p.shape[1:] != first)
-        raise ValueError(
-            f"`{name}` item {i}: pred of shape {tuple(preds[i].shape)} does not match item 0's "
-            f"{tuple(preds[0].shape)} beyond the batch dimension; every batch must share it")
-    longest = max(p.shape[1] for p in preds)
-    padded_pred = [torch.nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, longest - p.shape[1])) for p in preds]
-    padded_target = [torch.nn.functional.pad(t, (0, longest - t.shape[1]), value=pad_target) for t in targets]
-    return padded_pred, padded_target
+    if all(p.dim() == preds[0].dim() for p in preds):
+        shape = tuple(max(p.shape[1 + d] for p in preds) for d in range(len(first)))
+        try:
+            pairs = [conform(task, p, t, shape) for p, t in zip(preds, targets, strict=True)]
+            return [p for p, _ in pairs], [t for _, t in pairs]
+        except ValueError:
+            pass
+    i = next(i for i, p in enumerate(preds) if p.shape[1:] != first)
+    raise ValueError(
+        f"`{name}` item {i}: pred of shape {tuple(preds[i].shape)} does not match item 0's "
+        f"{tuple(preds[0].shape)} beyond the batch dimension; every batch must share it")
 
 
 def metric_changes(

@@ -25,7 +25,7 @@ from . import uniloss as _uniloss
 from ._checkpoint import fingerprint
 from ._checks import check_choice
 from ._rng import private_rng
-from .evaluation import measure
+from .evaluation import TooFewOutputsError, measure
 from .learning.batches import LearningBatches, heldout_count, prepare_batches
 from .learning.distributed import SharedMetric, agree_outputs, joins_group
 from .learning.settings import LearnSettings
@@ -192,11 +192,16 @@ def learn(
         >>> sur.report.spearman > sur.report.baseline_spearman - 0.2
         True
     """
+    # An OutputRecorder says what it kept against its budget (for the error when too few) and, when it compacted the
+    # batches, the shapes they had before (a compacted sequence batch is narrower than the vocabulary).
+    budget_note = getattr(outputs, "budget_note", None)
+    recorded = (outputs.shape_keywords(task) if isinstance(task, str)
+                and callable(getattr(outputs, "shape_keywords", None)) else {})
     if method == "reloss" and joins_group(distributed):  # every rank learns from the same outputs (their union)
         outputs = agree_outputs(None if outputs is None else list(outputs))
     if outputs is not None and isinstance(task, str):  # shape keywords not given are read from the outputs
         outputs = list(outputs)
-        task_kwargs = infer_shapes(task, outputs, task_kwargs)
+        task_kwargs = infer_shapes(task, outputs, task_kwargs, bounds=recorded)
     if method != "reloss":
         given = {k: v for k, v in locals().items() if k in LEARNING_ONLY}
         return _forward_method(method, metric, task, given, outputs=outputs, batch_size=batch_size,
@@ -217,7 +222,12 @@ def learn(
     # One process and one worker: SharedMetric evaluates in place, as its base TimedMetric does.
     clock = SharedMetric(met, distributed=settings.distributed, workers=settings.metric_workers)
     try:
-        batches = prepare_batches(task_obj, clock, settings, outputs, gen)
+        try:
+            batches = prepare_batches(task_obj, clock, settings, outputs, gen)
+        except TooFewOutputsError as err:
+            if not callable(budget_note):
+                raise
+            raise TooFewOutputsError(f"{err}; {budget_note()}") from None
         check = None if batches.model is None else random_check(  # the verdict's random batches, beside real outputs
             task_obj, clock, heldout_count(min(GRADIENT_BATCHES, settings.validation_batches),
                                            task_obj.batch_nbytes(settings.batch_size), settings.memory_budget),

@@ -13,6 +13,7 @@ learning part nor relabelled into the G_R pool.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Iterable
@@ -23,7 +24,7 @@ import torch
 from .._checks import check_int
 from .._memory import HELDOUT_SHARE as HELDOUT_BYTES_SHARE
 from .._memory import POOL_SHARE, chunk_count, fit_count, format_bytes, parse_budget
-from ..evaluation import FORWARD_COPIES, agreement, stack_batches
+from ..evaluation import FORWARD_COPIES, TooFewOutputsError, agreement, conform, stack_batches
 from ..metrics.base import BatchMetric
 from ..tasks.base import Task
 from .regimes import trained_regime
@@ -148,16 +149,35 @@ class LearningBatches:
         return StepBatches(pred, target, values, flags, torch.cat(index))
 
 
-def _split_outputs(outputs: Iterable, task: Task, settings: LearnSettings, gen: torch.Generator):
+def _split_outputs(outputs: Iterable, task: Task, settings: LearnSettings, gen: torch.Generator,
+                   sample: tuple[int, ...]):
+    """G_M's learning and held-out stacks, brought to one sample shape with G_R's batches (``sample``, the shape of
+    one of them): model outputs longer or wider than G_R's (sequences: T up to max_length, compacted vocabularies)
+    set the shape of both (:func:`~metricloss.evaluation.conform`). Returns both stacks, that shape and the outputs'
+    own sample shape."""
     all_pred, all_target = stack_batches(outputs, settings.batch_size, task)
+    own = tuple(all_pred.shape[2:])
+    if all_pred.dim() == len(sample) + 2 and own != sample:
+        sample = tuple(max(a, b) for a, b in zip(all_pred.shape[2:], sample, strict=True))
+        all_pred, all_target = conform(task, all_pred, all_target, sample)
     perm = torch.randperm(all_pred.shape[0], generator=gen)
     wanted = heldout_count(settings.validation_batches, _stored_nbytes(all_pred, all_target), settings.memory_budget)
     n_val = min(wanted, max(1, all_pred.shape[0] // HELDOUT_SHARE))
     if all_pred.shape[0] - n_val < 1 or n_val < 2:
-        raise ValueError("`outputs` is too small: need at least 8 batches of batch_size to learn and validate")
+        raise TooFewOutputsError(
+            f"`outputs` is too small: need at least {2 * HELDOUT_SHARE} batches of batch_size={settings.batch_size} "
+            f"to learn and validate, got {all_pred.shape[0]}")
     heldout = all_pred[perm[:n_val]], all_target[perm[:n_val]]
     learning = all_pred[perm[n_val:]], all_target[perm[n_val:]]
-    return learning, heldout
+    return learning, heldout, sample, own
+
+
+def _unconformed(pred: torch.Tensor, target: torch.Tensor, own: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stacks that :func:`~metricloss.evaluation.conform` padded and widened, cut back to their own sample shape
+    ``own`` (padding is appended along the first sample dimension, widening after the last columns)."""
+    if tuple(pred.shape[2:]) == own:
+        return pred, target
+    return pred.narrow(2, 0, own[0]).narrow(-1, 0, own[-1]), target.narrow(2, 0, own[0])
 
 
 def _warn_step_size(settings: LearnSettings, batch_nbytes: int) -> None:
@@ -182,6 +202,36 @@ def _check_varies(metric: BatchMetric, name: str, values: torch.Tensor) -> None:
             f"metric {metric.name!r} is constant over the {name} ({float(values[0])}): its rank correlation "
             "is undefined, so there is nothing to learn; check the metric and the task's shape arguments"
         )
+
+
+def check_compaction(task: Task, metric: BatchMetric, outputs: list, batches: int = 2) -> None:
+    """Warn when the first ``batches`` of ``outputs`` that the task stores compacted
+    (:meth:`~metricloss.tasks.base.Task.compact_outputs`) give ``metric`` other values once compacted: a metric that
+    reads more than the family's built-in ones (the token ids themselves, say) learns from renumbered batches."""
+    checked = 0
+    for item in outputs:
+        if checked >= batches or not (isinstance(item, tuple | list) and len(item) == 2
+                                      and all(isinstance(x, torch.Tensor) for x in item)):
+            break
+        pred, target = item[0].detach(), item[1].detach()
+        try:
+            task.check(pred, target)
+        except (TypeError, ValueError):
+            break  # stacking names the bad batch
+        small, small_target = task.compact_outputs(pred, target)
+        if small is pred and small_target is target:
+            continue
+        checked += 1
+        full, compact = (metric.evaluate(p[None], t[None]).to(torch.float64) for p, t in
+                         ((pred, target), (small, small_target)))
+        if not torch.allclose(full, compact, rtol=1e-6, atol=1e-9):
+            warnings.warn(
+                f"metric {metric.name!r} gives {float(compact[0]):.6g} on an `outputs` batch as `learn` stores it "
+                f"(task.compact_outputs: pred {tuple(pred.shape)} -> {tuple(small.shape)}) against "
+                f"{float(full[0]):.6g} on the batch as given: it reads more than which tokens match (the ids "
+                "themselves, as chrF or a tokenizer's decode does), so the surrogate learns from its values on the "
+                "renumbered batches", UserWarning, stacklevel=4)
+            return
 
 
 def check_direction(task: Task, metric: BatchMetric, pred: torch.Tensor, target: torch.Tensor,
@@ -216,24 +266,32 @@ def prepare_batches(
     :func:`~metricloss.learning.regimes.trained_regime`), split G_M into learning and
     held-out batches (without, the held-out batches are fresh G_R batches), and compute every metric value once."""
     learning = heldout = None
+    probe = task.random_batches(1, 1, torch.Generator())[0]
+    sample = drawn = tuple(probe.shape[2:])
     if outputs is not None:
-        learning, heldout = _split_outputs(outputs, task, settings, generator)
+        outputs = list(outputs)
+        check_compaction(task, metric.metric, outputs)
+        learning, heldout, sample, own = _split_outputs(outputs, task, settings, generator, sample)
         p_random = 0.5 if settings.p_random is None else settings.p_random
         validation = "held-out model outputs"
     else:
         p_random, validation = 1.0, "random batches (G_R)"
-    probe = task.random_batches(1, 1, torch.Generator())[0]
-    per_batch = settings.batch_size * probe[0, 0].numel()
-    nbytes = task.batch_nbytes(settings.batch_size)
+    # The pool's batches are brought to the model outputs' shape where that is larger: sized at it.
+    nbytes = math.ceil(task.batch_nbytes(settings.batch_size) * math.prod(sample) / math.prod(drawn))
+    per_batch = settings.batch_size * math.prod(sample)
     requested = settings.pool_size if settings.pool_size is not None else task.default_pool_size
     n_pool = check_int(pool_size(requested, per_batch, settings.batches_per_step, batch_nbytes=nbytes,
                                  memory_budget=settings.memory_budget), "pool_size", 2)
     r_pred, r_target = task.random_batches(n_pool, settings.batch_size, generator)
+    if tuple(r_pred.shape[2:]) != sample:
+        r_pred, r_target = conform(task, r_pred, r_target, sample)
     relabelled = 0
     if learning is not None:
         relabelled = n_pool // 2
         src = torch.randint(0, learning[0].shape[0], (relabelled,), generator=generator)
-        r_pred[:relabelled], r_target[:relabelled] = trained_regime(task, learning[0][src], learning[1][src], generator)
+        # Perturbed at their own shape (the widened columns would skew a perturbation's scale), then conformed.
+        regime = trained_regime(task, *_unconformed(learning[0][src], learning[1][src], own), generator)
+        r_pred[:relabelled], r_target[:relabelled] = conform(task, *regime, sample)
     if heldout is None:
         n_val = heldout_count(settings.validation_batches, nbytes, settings.memory_budget)
         heldout = task.random_batches(n_val, settings.batch_size, generator)

@@ -10,13 +10,15 @@ classification     ``(B, C)``              ``num_classes = C``
 ordinal            ``(B, K)``              ``num_classes = K``
 set                ``(B,)`` / ``(B, L)``   ``num_labels = None`` (binary) / ``L``
 pose               ``(B, K, H, W)``        ``num_keypoints = K``, ``heatmap_size = (H, W)``
-sequence           ``(B, T, V)``           ``vocab_size = V``, ``max_length`` = the longest ``T``
+sequence           ``(B, T, V)``           ``vocab_size`` = the widest ``V``, ``max_length`` = the longest ``T``
 =================  ======================  ===================================================================
 
-Every batch must agree on them (batch sizes may differ, and so may sequence lengths ``T``); the first batch that
-does not is named in the error. A keyword the user gives is checked against the outputs (``max_length`` may exceed
-the longest ``T``: it is an upper bound); keywords that are not shapes (``sigma``, ``reference``, ``pad_id``) pass
-through. A family registered by a user gets no inference: its keywords are passed on as given.
+Every batch must agree on them (batch sizes may differ, and so may sequence lengths ``T`` and, since compacted
+sequence outputs (:meth:`~metricloss.tasks.sequence.SequenceTask.compact`) are narrower than the vocabulary, widths
+``V``); the first batch that does not is named in the error. A keyword the user gives is checked against the
+outputs (``max_length`` and ``vocab_size`` may exceed the largest ``T`` and ``V``: they are upper bounds, and equal
+to them is accepted); keywords that are not shapes (``sigma``, ``reference``, ``pad_id``) pass through. A family
+registered by a user gets no inference: its keywords are passed on as given.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ INFERABLE: dict[str, ShapeFn] = {
     "classification": _classes, "ordinal": _classes, "set": _set, "pose": _pose, "sequence": _sequence,
 }
 #: Keywords that are upper bounds: the largest value over the batches is inferred, a larger given value is fine.
-UPPER_BOUNDS = ("max_length",)
+UPPER_BOUNDS = ("max_length", "vocab_size")
 
 
 def _normalise(key: str, value: Any) -> Any:
@@ -89,9 +91,12 @@ def _per_batch(task: str, outputs: Sequence[Any], name: str) -> list[dict[str, A
     return shapes
 
 
-def infer_shapes(task: str, outputs: Sequence[Any], given: dict[str, Any], name: str = "outputs") -> dict[str, Any]:
+def infer_shapes(task: str, outputs: Sequence[Any], given: dict[str, Any], name: str = "outputs",
+                 bounds: dict[str, Any] | None = None) -> dict[str, Any]:
     """The keyword arguments of ``task`` with every shape keyword read from ``outputs`` (a sequence of
-    ``(pred, target)`` batches), checked against those ``given``.
+    ``(pred, target)`` batches), checked against those ``given``. ``bounds``: upper-bound keywords (``vocab_size``,
+    ``max_length``) of the batches as they were before being stored compactly (an ``OutputRecorder``'s
+    ``shape_keywords``); where not given, the larger of them and the outputs' is inferred.
 
     Raises:
         ValueError: a batch's shapes disagree with the first batch's, or a given keyword contradicts the outputs
@@ -116,6 +121,9 @@ def infer_shapes(task: str, outputs: Sequence[Any], given: dict[str, Any], name:
                 raise ValueError(
                     f"`{name}` item {i}: {key} = {value} (`pred` of shape {tuple(outputs[i][0].shape)}) but item 0 has "
                     f"{key} = {shapes[0][key]} (shape {tuple(outputs[0][0].shape)}); every batch must share it")
+    for key, value in (bounds or {}).items():
+        if key in UPPER_BOUNDS and key in inferred and key not in given and isinstance(value, int):
+            inferred[key] = max(inferred[key], value)
     for key, value in given.items():
         if key not in inferred:
             continue

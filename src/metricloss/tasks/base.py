@@ -106,6 +106,25 @@ class Task(ABC):
         """Optional G_R variant on real model outputs; by default the batches are returned unchanged."""
         return pred, target
 
+    def compact_outputs(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch of model outputs in the form it is stored in: what the family's surrogate net and built-in
+        metrics read, as few bytes as that takes. :func:`metricloss.learn` stores ``outputs=`` batches this way, and
+        so does :class:`~metricloss.OutputRecorder` given the task. The result is a ``(pred, target)`` batch of the
+        family's call shapes on which the default net and the built-in metrics give the values of the batch given.
+        By default the batch unchanged; the sequence family renumbers a wide vocabulary
+        (:meth:`~metricloss.tasks.sequence.SequenceTask.compact`)."""
+        return pred, target
+
+    def widen(self, pred: torch.Tensor, width: int) -> torch.Tensor:
+        """``pred`` with its last (class) dimension grown to ``width`` by classes that nothing reads, appended after the
+        existing ones (so ``pred[..., :V]`` recovers the batch), so that batches of different widths (compacted model
+        outputs, G_R's) stack together. Families whose width is fixed by the task raise; the sequence family appends
+        ids far below all others."""
+        if width == pred.shape[-1]:
+            return pred
+        raise ValueError(f"task {self.name!r}: batches must share their last dimension; got {pred.shape[-1]}, "
+                         f"expected {width}")
+
     def batch_nbytes(self, batch_size: int) -> int:
         """Bytes one stored batch of ``batch_size`` takes (its ``pred`` and ``target``): what pools, held-out sets
         and measurement chunks are sized by against the memory budget (:mod:`metricloss._memory`).

@@ -50,9 +50,13 @@ arg-max, the family stores what it reads:
   it is over the drawn ids; ``benchmarks/real_sizes_sequence.py`` measures it on batches widened to V = 32000.
   Sentence lengths come from ranges too: a longest length per batch in ``[T/4, T]`` and sentences of a quarter to
   all of it, padded with -100 to ``max_length``.
-- Model outputs (G_M) are stored by :meth:`SequenceTask.compact`: each sentence's ids renumbered over those it
-  uses (targets, arg-max, runner-up; at most 3T + 1 columns with one for the rest), which keeps the default net's
-  values and the matching metrics (BLEU, edit distance, token F1, ROUGE-L) exactly.
+- Model outputs (G_M) wider than :data:`GEN_VOCAB` ids are stored by :meth:`SequenceTask.compact` (through
+  :meth:`SequenceTask.compact_outputs`, what ``learn(outputs=...)`` and ``OutputRecorder(task="sequence")`` call):
+  each sentence's ids renumbered over those it uses (targets and arg-max; at most 2T + 1 columns with one for the
+  rest, which holds the runner-up), which keeps the default net's values and the matching metrics (BLEU, edit
+  distance, token F1, ROUGE-L) exactly. Batches of different widths or lengths stack with the narrower ones widened
+  by ids below all others (:meth:`SequenceTask.widen`) and the shorter ones padded with -100, and so do the G_R pool
+  and the model outputs.
 
 G_R draws random reference sentences and derives hypotheses from them by substitutions, insertions (random tokens
 or repeats), deletions, adjacent swaps and shifts at a random rate and mix per batch, then builds logits whose
@@ -619,34 +623,37 @@ class SequenceTask(Task):
         """Bytes one stored G_R batch takes: float32 logits over :attr:`gen_width` ids and int64 targets."""
         return batch_size * self.max_length * (4 * self.gen_width + 8)
 
-    def compact(self, pred: torch.Tensor, target: torch.Tensor, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model outputs ``(..., B, T, V)`` stored by what the default net reads: ``(..., B, T, W)``, W <= 3T + 1.
+    def compact(self, pred: torch.Tensor, target: torch.Tensor,
+                chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model outputs ``(..., B, T, V)`` stored by what the default net reads: ``(..., B, T, W)``, W <= 2T + 1.
 
-        Each sentence's token ids are renumbered, in their order, over the ids it uses: its targets, and at each
-        position the arg-max and the runner-up; one last column holds, per position, the largest logit of the other
-        ids. The default net (:func:`logit_features`) gives the same values on the compact batch, and so do the
-        sentence metrics that see only which tokens match (BLEU, edit distance, token F1, ROUGE-L: not chrF, which
-        reads the digits of the ids) -- compute anything else, cross-entropy included, before compacting. With
-        ``pad_id`` (an id the metrics must keep) the batch is returned unchanged. ``chunk`` sentences at a time.
+        Each sentence's token ids are renumbered, in their order, over the ids it uses: its targets and the arg-max
+        of each position; one last column holds, per position, the largest logit of the other ids (the runner-up's
+        when it is not one of them). The default net (:func:`logit_features`: the target, its neighbours, the
+        arg-max and the runner-up logit) gives the same values on the compact batch, and so do the sentence metrics
+        that see only which tokens match (BLEU, edit distance, token F1, ROUGE-L: not chrF, which reads the digits
+        of the ids) -- compute anything else, cross-entropy included, before compacting. With ``pad_id`` (an id
+        the metrics must keep) the batch is returned unchanged. Runs on ``pred``'s device, ``chunk`` sentences at a
+        time (default: as many as hold about 2^24 logits).
         """
         if self.pad_id is not None:
             return pred, target
         lead, t, v = target.shape[:-1], target.shape[-1], pred.shape[-1]
         pred_s, target_s = pred.reshape(-1, t, v), target.reshape(-1, t)
+        device = pred.device
+        chunk = max(1, 2**24 // (t * v)) if chunk is None else check_int(chunk, "chunk", 1)
         with torch.no_grad():
-            two = pred_s.topk(min(2, v), dim=-1).indices
-            first = pred_s.argmax(dim=-1)
-            second = torch.where(two[..., 0] == first, two[..., -1], two[..., 0])
+            first = pred_s.argmax(dim=-1)  # ties to the lowest id, as the metrics decode
             valid = target_s != IGNORE_INDEX
-            ids = torch.cat([torch.where(valid, target_s, first), first, second], dim=-1)  # (S, 3T) ids to keep
+            ids = torch.cat([torch.where(valid, target_s, first), first], dim=-1)  # (S, 2T) ids to keep
             ids, _ = ids.sort(dim=-1)
             new = torch.ones_like(ids, dtype=torch.bool)
             new[:, 1:] = ids[:, 1:] != ids[:, :-1]
             rank = new.cumsum(dim=-1) - 1  # the compact id of each sorted entry
             width = int(rank[:, -1].max()) + 2  # + the column of the other ids
-            keep = torch.full((ids.shape[0], width - 1), -1, dtype=torch.long)
+            keep = torch.full((ids.shape[0], width - 1), -1, dtype=torch.long, device=device)
             keep.scatter_(1, rank, ids)  # keep[s, j] = the original id of compact id j (-1: unused)
-            out = torch.empty(pred_s.shape[0], t, width, dtype=pred.dtype)
+            out = torch.empty(pred_s.shape[0], t, width, dtype=pred.dtype, device=device)
             for s0 in range(0, pred_s.shape[0], chunk):
                 z, k = pred_s[s0:s0 + chunk], keep[s0:s0 + chunk]
                 cols = k.clamp_min(0).unsqueeze(1).expand(-1, t, -1)
@@ -657,6 +664,25 @@ class SequenceTask(Task):
             lookup = torch.searchsorted(ids, target_s.clamp_min(0))
             new_target = torch.where(valid, rank.gather(-1, lookup), target_s)
         return out.reshape(*lead, t, width), new_target.reshape(target.shape)
+
+    def compact_outputs(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`compact` where it saves memory: logits wider than :data:`GEN_VOCAB` ids (and no ``pad_id``) whose
+        compact form is narrower; else the batch unchanged, so outputs of a small vocabulary keep their ids."""
+        if self.pad_id is not None or pred.shape[-1] <= GEN_VOCAB:
+            return pred, target
+        small, small_target = self.compact(pred, target)
+        return (small, small_target) if small.shape[-1] < pred.shape[-1] else (pred, target)
+
+    def widen(self, pred: torch.Tensor, width: int) -> torch.Tensor:
+        r"""``pred`` ``(..., V)`` with ``width - V`` columns appended, each position's far below all its logits (ids
+        never chosen, like the unused ids of G_R's batches): at :math:`z_{min} - 30 (z_{max} - z_{min}) - 30`, so the
+        default net's features and the arg-max tokens, and so the metrics, are unchanged, and each column's share of
+        the softmax is below :math:`e^{-30}` (cross-entropy unchanged in float32)."""
+        extra = width - pred.shape[-1]
+        if extra <= 0:
+            return pred
+        lo, hi = pred.amin(dim=-1, keepdim=True), pred.amax(dim=-1, keepdim=True)
+        return torch.cat([pred, (lo - 30.0 * (hi - lo) - 30.0).expand(*pred.shape[:-1], extra)], dim=-1)
 
     def relabel(
         self, pred: torch.Tensor, target: torch.Tensor, generator: torch.Generator
