@@ -49,22 +49,31 @@ References:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
-from .._checks import check_finite, check_float_tensor, check_int_tensor
+from .._checks import check_finite, check_float_tensor, check_int, check_int_tensor, check_nonnegative
+from .._optional import require
 from .base import BatchMetric
 
 __all__ = [
     "BUILTINS",
     "IGNORE_INDEX",
+    "boundary_f1",
+    "boundary_iou",
     "check_segmentation",
     "dice",
+    "hd95",
     "miou",
     "per_image_miou",
     "pixel_accuracy",
     "segmentation_labels",
+    "surface_dice",
 ]
 
 #: The default label of pixels that are not scored (VOC's and Cityscapes' 255).
@@ -344,9 +353,292 @@ def pixel_accuracy(pred: torch.Tensor, target: torch.Tensor, ignore_index: int |
     return _out(correct / scored.sum(dim=1).to(torch.float64), lab.single)
 
 
+def _label_edges(labels: torch.Tensor) -> torch.Tensor:
+    """Pixels with an 8-neighbour of another label: ``(M, H, W)`` -> bool. The image's border is not an edge."""
+    x = labels.unsqueeze(1).to(torch.float32)  # labels < 2**24 are exact
+    high = F.max_pool2d(x, 3, stride=1, padding=1)  # max_pool2d pads with -inf: outside pixels are never neighbours
+    low = -F.max_pool2d(-x, 3, stride=1, padding=1)
+    return (high != low).squeeze(1)
+
+
+def _sliding_max(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Maximum over each window of ``k`` along the last dimension ('valid' windows: ``L -> L - k + 1``).
+
+    van Herk / Gil-Werman: prefix and suffix maxima within blocks of ``k``, so three passes whatever ``k``.
+    """
+    if k == 1:
+        return x
+    length = x.shape[-1]
+    blocks = -(-length // k)
+    x = F.pad(x, (0, blocks * k - length), value=float("-inf")).unflatten(-1, (blocks, k))
+    prefix = x.cummax(dim=-1).values.flatten(-2)
+    suffix = x.flip(-1).cummax(dim=-1).values.flip(-1).flatten(-2)
+    n = length - k + 1
+    return torch.maximum(suffix[..., :n], prefix[..., k - 1 : k - 1 + n])
+
+
+def _square_max(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Maximum over the ``(2r+1) x (2r+1)`` square around each pixel of ``x`` ``(M, H + 2r, W + 2r)`` (padded)."""
+    k = 2 * radius + 1
+    return _sliding_max(_sliding_max(x, k).transpose(-1, -2), k).transpose(-1, -2)
+
+
+def _contour_band(labels: torch.Tensor, width: int) -> torch.Tensor:
+    """Pixels within Chebyshev distance ``width`` of a pixel of another label or of the outside of the image.
+
+    That is, pixel :math:`p` of class :math:`c` is in the band of its class's mask: ``G \\ erode(G, width)`` with the
+    image zero-padded (Cheng et al.'s ``mask_to_boundary``). ``(M, H, W)`` int64 -> bool.
+    """
+    x = F.pad(labels.to(torch.float32), (width,) * 4, value=-2.0)  # outside: a label no pixel has
+    return _square_max(x, width) != -_square_max(-x, width)
+
+
+def _boundary_hits(
+    source: torch.Tensor, other: torch.Tensor, on_source: torch.Tensor, on_other: torch.Tensor, radius: int
+) -> torch.Tensor:
+    """For each pixel of ``on_source`` (its label in ``source``): is there a pixel of ``on_other`` with the same label
+    in ``other`` within Chebyshev distance ``radius``? Returns bool over the pixels of ``on_source`` (in the order of
+    ``on_source.nonzero()``). Only the boundary pixels are visited, once per offset."""
+    h, w = source.shape[-2:]
+    padded = F.pad(other.masked_fill(~on_other, -3), (radius,) * 4, value=-3)  # -3: no label
+    flat = padded.flatten()
+    idx = on_source.nonzero()
+    labels = source[on_source]
+    stride_m, stride_y = (h + 2 * radius) * (w + 2 * radius), w + 2 * radius
+    base = idx[:, 0] * stride_m + (idx[:, 1] + radius) * stride_y + (idx[:, 2] + radius)
+    hit = torch.zeros(labels.shape, dtype=torch.bool, device=source.device)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            hit |= flat[base + dy * stride_y + dx] == labels
+    return hit
+
+
+def boundary_f1(
+    pred: torch.Tensor, target: torch.Tensor, ignore_index: int | None = IGNORE_INDEX, tolerance: int = 2
+) -> torch.Tensor:
+    r"""Boundary F1 (Csurka et al. 2013's BF score) per class, averaged over classes, counts pooled over the batch.
+
+    The boundary of a label map is the set of pixels with a neighbour (of the 8) of another label (the image's border
+    is not a boundary); a boundary pixel belongs to its own class. A predicted boundary pixel of class :math:`c`
+    *matches* when a target boundary pixel of class :math:`c` lies within ``tolerance`` pixels (Chebyshev distance:
+    a square window), and the other way round. With :math:`\hat B_c`, :math:`B_c` the batch's predicted and target
+    boundary pixels of class :math:`c` on scored pixels,
+
+    .. math:: P_c = \frac{|\{\hat b \in \hat B_c \text{ matched}\}|}{|\hat B_c|},\quad
+              R_c = \frac{|\{b \in B_c \text{ matched}\}|}{|B_c|},\quad
+              \mathrm{BF} = \frac{1}{|K|}\sum_{c \in K} \frac{2 P_c R_c}{P_c + R_c},
+
+    over the classes :math:`K` with a boundary pixel in the prediction or the target (a class outlined in only one
+    of them scores 0). Ignored pixels are one more label in *both* maps (whatever is predicted there), so the
+    contours along an ignored band (VOC's object borders) are compared in both, the prediction under ignored pixels
+    does not matter, and boundary pixels on ignored pixels do not count. A batch without any boundary pixel scores
+    1.0. Cost:
+    :math:`(2\,\mathrm{tolerance} + 1)^2` look-ups per boundary pixel, whatever the number of classes.
+
+    Args:
+        pred, target, ignore_index: as :func:`miou`.
+        tolerance: matching distance in pixels (default 2), ``>= 0``.
+
+    Example:
+        >>> target = torch.zeros(1, 6, 6, dtype=torch.long)
+        >>> target[0, :, 3:] = 1                        # a vertical edge between columns 2 and 3
+        >>> labels = torch.zeros(1, 6, 6, dtype=torch.long)
+        >>> labels[0, :, 4:] = 1                        # predicted one column to the right
+        >>> logits = torch.nn.functional.one_hot(labels, 2).permute(0, 3, 1, 2).float()
+        >>> float(boundary_f1(logits, target, tolerance=1)), float(boundary_f1(logits, target, tolerance=0))
+        (1.0, 0.0)
+    """
+    radius = check_int(tolerance, "tolerance", minimum=0)
+    lab = _labels(pred, target, ignore_index)
+    scored = lab.target >= 0
+    pred_map = lab.pred.where(scored, -1)  # ignored pixels: one more label, in both maps
+    on_pred = _label_edges(pred_map) & scored
+    on_target = _label_edges(lab.target) & scored
+    pred_hits = _boundary_hits(pred_map, lab.target, on_pred, on_target, radius)
+    target_hits = _boundary_hits(lab.target, pred_map, on_target, on_pred, radius)
+    images = lab.pred.shape[0] // lab.batches
+    c = lab.num_classes
+
+    def per_class(on: torch.Tensor, labels: torch.Tensor, hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = on.nonzero()[:, 0] // images
+        index = batch * c + labels[on]
+        size = lab.batches * c
+        total = torch.bincount(index, minlength=size).view(lab.batches, c).to(torch.float64)
+        matched = torch.bincount(index[hits], minlength=size).view(lab.batches, c).to(torch.float64)
+        return matched, total
+
+    pred_matched, pred_total = per_class(on_pred, pred_map, pred_hits)
+    target_matched, target_total = per_class(on_target, lab.target, target_hits)
+    precision = pred_matched / pred_total.clamp_min(1)
+    recall = target_matched / target_total.clamp_min(1)
+    f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-300)
+    return _out(_mean_over(f1, (pred_total + target_total) > 0, 1.0), lab.single)
+
+
+def boundary_iou(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int | None = IGNORE_INDEX,
+    dilation_ratio: float = 0.02,
+    dilation: int | None = None,
+) -> torch.Tensor:
+    r"""Boundary IoU (Cheng et al. 2021) per class, averaged over classes, counts pooled over the batch.
+
+    For a mask :math:`G`, its boundary region :math:`G_d` is the set of pixels of :math:`G` within distance
+    :math:`d` of a pixel outside :math:`G` (the image zero-padded, so the image's border counts as a contour, as in
+    the authors' code; Chebyshev distance, as their iterated 3 x 3 erosion). For class :math:`c` with target mask
+    :math:`G^c` and predicted mask :math:`P^c`, over the batch's scored pixels,
+
+    .. math:: \mathrm{BIoU} = \frac{1}{|K|}\sum_{c \in K} \frac{|G^c_d \cap P^c_d|}{|G^c_d \cup P^c_d|}
+
+    over the classes :math:`K` whose union is not empty (1.0 when none is). Ignored pixels are one more label in
+    both maps (as in :func:`boundary_f1`) and are not counted. :math:`d` = ``dilation`` pixels, or by default
+    ``round(dilation_ratio * image diagonal)`` (at least 1), the authors' 2 %. Cost linear in the pixels whatever
+    :math:`d` and the number of classes (max-filters of the label maps).
+
+    Args:
+        pred, target, ignore_index: as :func:`miou`.
+        dilation_ratio: :math:`d` as a fraction of the image diagonal (default 0.02).
+        dilation: :math:`d` in pixels (``>= 1``); overrides ``dilation_ratio``.
+
+    Example:
+        >>> target = torch.zeros(1, 8, 8, dtype=torch.long)
+        >>> target[0, 2:6, 2:6] = 1                     # a 4 x 4 square
+        >>> logits = torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).float()
+        >>> float(boundary_iou(logits, target, dilation=1))
+        1.0
+    """
+    lab = _labels(pred, target, ignore_index)
+    h, w = lab.pred.shape[-2:]
+    if dilation is None:
+        ratio = check_nonnegative(dilation_ratio, "dilation_ratio")
+        width = max(1, round(ratio * math.hypot(h, w)))
+    else:
+        width = check_int(dilation, "dilation", minimum=1)
+    scored = lab.target >= 0
+    band_pred = _contour_band(lab.pred.where(scored, -1), width) & scored  # ignored: one more label in both
+    band_target = _contour_band(lab.target, width) & scored
+    groups = lab.batches
+    c = lab.num_classes
+    p = lab.pred.reshape(groups, -1)
+    t = lab.target.reshape(groups, -1)
+    bp = band_pred.reshape(groups, -1)
+    bt = band_target.reshape(groups, -1)
+    inter = _class_counts(t, bp & bt & (p == t), groups, c)
+    union = _class_counts(p, bp, groups, c) + _class_counts(t, bt, groups, c) - inter
+    return _out(_mean_over(inter / union.clamp_min(1), union > 0, 1.0), lab.single)
+
+
+def _monai_scores(
+    name: str,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int | None,
+    include_background: bool,
+    compute: Callable[[Any, torch.Tensor, torch.Tensor, bool], torch.Tensor],
+) -> tuple[torch.Tensor, _Labels, torch.Tensor, torch.Tensor]:
+    """MONAI's per-(image, class) values on the one-hot masks ``(M, K)``, the labels, and for each entry whether the
+    class occurs in the prediction or the target, and in both."""
+    metrics_module = require("monai.metrics", "segmentation", f"`{name}`")
+    lab = _labels(pred, target, ignore_index)
+    c = lab.num_classes
+    yp = F.one_hot(lab.pred, c).movedim(-1, 1).to(torch.float32)
+    scored = (lab.target >= 0).unsqueeze(1)
+    yt = F.one_hot(lab.target.clamp_min(0), c).movedim(-1, 1).to(torch.float32) * scored
+    yp = yp * scored
+    with warnings.catch_warnings():  # MONAI warns for every empty mask; the caller decides what empty means
+        warnings.simplefilter("ignore")
+        values = compute(metrics_module, yp, yt, include_background).to(torch.float64).cpu()
+    first = 0 if include_background else 1
+    in_pred = yp[:, first:].flatten(2).any(dim=2).cpu()
+    in_target = yt[:, first:].flatten(2).any(dim=2).cpu()
+    return values, lab, in_pred | in_target, in_pred & in_target
+
+
+def surface_dice(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int | None = IGNORE_INDEX,
+    tolerance: float = 2.0,
+    include_background: bool = False,
+) -> torch.Tensor:
+    r"""Normalised surface Dice (Nikolov et al. 2021) at ``tolerance`` pixels, MONAI's ``compute_surface_dice``.
+
+    For each image and class, the fraction of the predicted and target contour pixels that lie within ``tolerance``
+    (Euclidean) of the other's contour; averaged over the (image, class) pairs where the class occurs in the
+    prediction or the target (MONAI's ``reduction="mean"``), background excluded unless ``include_background``.
+    Ignored pixels are removed from both masks (MONAI's ``ignore_index``). A batch with no such pair scores 1.0.
+    Needs MONAI and SciPy: ``pip install 'metricloss[segmentation]'``.
+
+    Args:
+        pred, target, ignore_index: as :func:`miou`.
+        tolerance: in pixels (default 2.0).
+        include_background: count class 0.
+
+    Example:
+        >>> target = torch.zeros(1, 8, 8, dtype=torch.long)
+        >>> target[0, 2:6, 2:6] = 1
+        >>> logits = torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).float()
+        >>> float(surface_dice(logits, target))
+        1.0
+    """
+    tol = check_nonnegative(tolerance, "tolerance")
+
+    def compute(monai_metrics, yp, yt, background):
+        k = yp.shape[1] - (0 if background else 1)
+        return monai_metrics.compute_surface_dice(yp, yt, [tol] * k, include_background=background)
+
+    values, lab, counted, _ = _monai_scores("surface_dice", pred, target, ignore_index, include_background, compute)
+    values = torch.where(counted, torch.nan_to_num(values, nan=0.0), 0.0)
+    per_batch = values.view(lab.batches, -1)
+    return _out(_mean_over(per_batch, counted.view(lab.batches, -1), 1.0), lab.single)
+
+
+def hd95(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int | None = IGNORE_INDEX,
+    include_background: bool = False,
+) -> torch.Tensor:
+    r"""95th-percentile Hausdorff distance in pixels (lower is better), MONAI's ``compute_hausdorff_distance``.
+
+    For each image and class, the 95th percentile of the (Euclidean) distances from each contour pixel of the
+    prediction to the target's contour and back; averaged over the (image, class) pairs where the class occurs in
+    the prediction or the target, background excluded unless ``include_background``. A class present in only one of
+    them has no distance: it scores the image diagonal (the largest distance in the image), so that missing an
+    object is never better than outlining it badly. Ignored pixels are removed from both masks. A batch with no such
+    pair scores 0.0. Needs MONAI and SciPy: ``pip install 'metricloss[segmentation]'``.
+
+    Args:
+        pred, target, ignore_index: as :func:`miou`.
+        include_background: count class 0.
+
+    Example:
+        >>> target = torch.zeros(1, 8, 8, dtype=torch.long)
+        >>> target[0, 2:6, 2:6] = 1
+        >>> logits = torch.nn.functional.one_hot(target.roll(1, dims=2), 2).permute(0, 3, 1, 2).float()
+        >>> float(hd95(logits, target))                # the square shifted by one pixel
+        1.0
+    """
+
+    def compute(monai_metrics, yp, yt, background):
+        return monai_metrics.compute_hausdorff_distance(yp, yt, include_background=background, percentile=95)
+
+    values, lab, counted, both = _monai_scores("hd95", pred, target, ignore_index, include_background, compute)
+    h, w = lab.pred.shape[-2:]
+    values = torch.where(both, values, math.hypot(h, w))
+    values = torch.where(counted, values, 0.0)
+    per_batch = values.view(lab.batches, -1)
+    return _out(_mean_over(per_batch, counted.view(lab.batches, -1), 0.0), lab.single)
+
+
 BUILTINS: dict[str, BatchMetric] = {
     "miou": BatchMetric("miou", miou, True, miou),
     "per_image_miou": BatchMetric("per_image_miou", per_image_miou, True, per_image_miou),
     "dice": BatchMetric("dice", dice, True, dice),
     "pixel_accuracy": BatchMetric("pixel_accuracy", pixel_accuracy, True, pixel_accuracy),
+    "boundary_f1": BatchMetric("boundary_f1", boundary_f1, True, boundary_f1),
+    "boundary_iou": BatchMetric("boundary_iou", boundary_iou, True, boundary_iou),
+    "surface_dice": BatchMetric("surface_dice", surface_dice, True, surface_dice),
+    "hd95": BatchMetric("hd95", hd95, False, hd95),
 }
