@@ -7,9 +7,11 @@ pixels). Binary segmentation is either ``C = 2`` or one logit per pixel, ``(B, 1
 batch, ``(N,)``. The predicted label of a pixel is its arg-max class (the first maximum on ties).
 
 Every metric pools its counts over the batch's pixels (all images together, as a benchmark's mIoU is computed over a
-whole data set), except :func:`per_image_miou`, which averages each image's own mIoU. Pixels whose target is
-``ignore_index`` count nowhere: not in intersections, unions, areas or boundaries. Higher is better for all of them
-except :func:`hd95` (a distance, in pixels).
+whole data set), except :func:`per_image_miou`, which averages each image's own mIoU, and MONAI's :func:`surface_dice`
+and :func:`hd95`, which average over (image, class) pairs. Pixels whose target is ``ignore_index`` are not counted
+anywhere: not in intersections, unions, areas or boundaries (to draw contours, the boundary metrics take them as one
+more label in both maps, whatever is predicted there). Higher is better for all of them except :func:`hd95` (a
+distance, in pixels).
 
 With :math:`I_c`, :math:`P_c`, :math:`T_c` the batch's counts of pixels (target not ignored) labelled :math:`c` in both
 prediction and target, in the prediction, in the target, and :math:`K` the classes with :math:`P_c + T_c > 0`
