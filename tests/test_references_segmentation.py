@@ -249,5 +249,5 @@ def test_lovasz_gives_the_same_loss_and_gradient_with_classes_in_chunks(monkeypa
     monkeypatch.setattr(refs, "_LOVASZ_CHUNK", 1)  # one class a chunk
     chunked = lovasz_softmax(z, target, classes="all")
     (g_chunked,) = torch.autograd.grad(chunked, z)
-    assert float(chunked) == pytest.approx(float(whole), abs=1e-12)
+    assert chunked.item() == pytest.approx(whole.item(), abs=1e-12)
     assert torch.allclose(g_chunked, g_whole, atol=1e-12)
