@@ -511,3 +511,11 @@ def test_num_classes_and_bad_keywords():
         boundary_f1(logits, target, tolerance=-1)
     with pytest.raises(ValueError, match="dilation"):
         boundary_iou(logits, target, dilation=0)
+
+
+def test_predicted_label_is_the_first_maximum_on_ties_as_argmax():
+    from metricloss.metrics.segmentation import segmentation_labels
+
+    logits = torch.randint(0, 3, (2, 7, 9, 11), generator=torch.Generator().manual_seed(0)).float()  # many ties
+    assert torch.equal(segmentation_labels(logits), logits.argmax(1))
+    assert torch.equal(segmentation_labels(torch.zeros(1, 4, 2, 2)), torch.zeros(1, 2, 2, dtype=torch.long))
