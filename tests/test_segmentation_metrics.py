@@ -519,3 +519,13 @@ def test_predicted_label_is_the_first_maximum_on_ties_as_argmax():
     logits = torch.randint(0, 3, (2, 7, 9, 11), generator=torch.Generator().manual_seed(0)).float()  # many ties
     assert torch.equal(segmentation_labels(logits), logits.argmax(1))
     assert torch.equal(segmentation_labels(torch.zeros(1, 4, 2, 2)), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+def test_region_counts_agree_through_the_confusion_matrix_and_per_class(monkeypatch):
+    from metricloss.metrics import segmentation as seg
+
+    logits, target = _scene(8, 3, 6, 9, 10)
+    before = [float(f(logits, target)) for f in (miou, per_image_miou, dice, pixel_accuracy)]
+    monkeypatch.setattr(seg, "_CONFUSION_BINS", 0)  # force the per-class counts
+    after = [float(f(logits, target)) for f in (miou, per_image_miou, dice, pixel_accuracy)]
+    assert after == pytest.approx(before, abs=1e-15)

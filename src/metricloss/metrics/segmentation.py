@@ -221,6 +221,10 @@ def _out(values: torch.Tensor, single: bool) -> torch.Tensor:
     return values[0] if single else values
 
 
+#: Largest confusion matrices (groups x C x C bins) :func:`_areas` builds; above, it counts per class instead.
+_CONFUSION_BINS = 1 << 22
+
+
 def _class_counts(labels: torch.Tensor, mask: torch.Tensor, groups: int, c: int) -> torch.Tensor:
     """Count of pixels of each class per group: ``labels`` ``(G, ...)`` under ``mask`` -> ``(G, c)`` float64."""
     offsets = (torch.arange(groups, device=labels.device) * c).view(-1, *([1] * (labels.dim() - 1)))
@@ -229,11 +233,18 @@ def _class_counts(labels: torch.Tensor, mask: torch.Tensor, groups: int, c: int)
 
 
 def _areas(lab: _Labels, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per group (of images) and class: intersection, predicted area, target area, over scored pixels."""
+    """Per group (of images) and class: intersection, predicted area, target area, over scored pixels.
+
+    From one confusion matrix per group (one pass over the pixels) while those stay small; else three counts."""
     c = lab.num_classes
     p = lab.pred.reshape(groups, -1)
     t = lab.target.reshape(groups, -1)
     scored = t >= 0
+    if groups * c * c <= _CONFUSION_BINS:
+        offsets = (torch.arange(groups, device=p.device) * (c * c)).view(-1, 1)
+        index = (offsets + t * c + p)[scored]
+        confusion = torch.bincount(index, minlength=groups * c * c).view(groups, c, c).to(torch.float64)
+        return confusion.diagonal(dim1=1, dim2=2), confusion.sum(dim=1), confusion.sum(dim=2)
     return (
         _class_counts(t, scored & (p == t), groups, c),
         _class_counts(p, scored, groups, c),
