@@ -13,7 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # Distributions of the extras (import names and dist-info names, lower case): absent from the simulated install.
 EXTRAS_ONLY = ("scipy", "sklearn", "scikit_learn", "matplotlib", "mpl_toolkits", "mlxtend", "sacrebleu", "rapidfuzz",
-               "hypothesis", "_hypothesis", "pytest", "_pytest", "xdist", "pytest_xdist")
+               "hypothesis", "_hypothesis", "pytest", "_pytest", "xdist", "pytest_xdist", "monai")
 
 # Every module of the package imports, and a shipped surrogate trains a step, on an install without the extras.
 SCRIPT = """
@@ -26,8 +26,16 @@ sur = ml.pretrained("classification-accuracy")
 logits = torch.randn(16, 10, requires_grad=True)
 sur(logits, torch.randint(0, 10, (16,))).backward()
 assert torch.isfinite(logits.grad).all()
-for extra in ("sklearn", "matplotlib", "scipy"):
+for extra in ("sklearn", "matplotlib", "scipy", "monai"):
     assert importlib.util.find_spec(extra) is None, extra
+seg_logits, seg_target = torch.randn(1, 3, 8, 8), torch.randint(0, 3, (1, 8, 8))
+assert 0 <= float(ml.metrics.segmentation.boundary_iou(seg_logits, seg_target)) <= 1  # needs nothing extra
+try:
+    ml.metrics.segmentation.hd95(seg_logits, seg_target)
+except ImportError as err:
+    assert "pip install 'metricloss[segmentation]'" in str(err), err
+else:
+    raise AssertionError("hd95 ran without MONAI")
 try:
     ml.datasets.digits()
 except ImportError as err:
@@ -62,7 +70,9 @@ def test_library_imports_and_trains_without_the_extras(tmp_path):
 def test_runtime_dependencies_exclude_the_extras():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = " ".join(project["dependencies"]).lower()
-    for name in ("scipy", "scikit-learn", "matplotlib", "mlxtend", "sacrebleu", "rapidfuzz"):
+    for name in ("scipy", "scikit-learn", "matplotlib", "mlxtend", "sacrebleu", "rapidfuzz", "monai"):
         assert name not in runtime
     demo = {d.split(">")[0] for d in project["optional-dependencies"]["demo"]}
     assert {"scikit-learn", "matplotlib", "mlxtend"} <= demo
+    segmentation = {d.split(">")[0] for d in project["optional-dependencies"]["segmentation"]}
+    assert {"monai", "scipy"} <= segmentation and "segmentation" in project["optional-dependencies"]["dev"][0]

@@ -1,7 +1,8 @@
 """Optional third-party packages: imported where they are needed, with an error that names the extra to install.
 
 The library itself needs only torch, numpy, safetensors, torchmetrics and tqdm. The demo's data splits and
-plots need scikit-learn, matplotlib and mlxtend (``pip install 'metricloss[demo]'``).
+plots need scikit-learn, matplotlib and mlxtend (``pip install 'metricloss[demo]'``); segmentation's surface Dice,
+HD95 and MONAI baseline losses need MONAI and SciPy (``pip install 'metricloss[segmentation]'``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The metric adapter: one object that evaluates a batch metric, knows its direction, and checks its output.
 
 A *metric* in metricloss scores one batch: ``metric(pred, target) -> float`` with the task's call shapes
-(see :mod:`metricloss.tasks`). :func:`as_metric` turns a built-in name, a plain callable or a torchmetrics
-metric object into a :class:`BatchMetric`; learners only ever talk to :class:`BatchMetric`. (``Metric`` is the
-old name of :class:`BatchMetric`, kept as an alias; it was renamed so as not to read as torchmetrics' ``Metric``.)
+(see :mod:`metricloss.tasks`). :func:`as_metric` turns a built-in name, a plain callable, a torchmetrics
+metric object or a MONAI metric object into a :class:`BatchMetric`; learners only ever talk to
+:class:`BatchMetric`. (``Metric`` is the old name of :class:`BatchMetric`, kept as an alias; it was renamed so as
+not to read as torchmetrics' ``Metric``.)
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ._adapters import MONAI_HIGHER_IS_BETTER, is_monai_metric, monai_batch_fn, torchmetrics_segmentation_inputs
 
 __all__ = ["BatchMetric", "Metric", "MetricError", "as_metric"]
 
@@ -107,9 +110,12 @@ def _wrap_torchmetrics(obj: Any, higher_is_better: bool | None) -> BatchMetric:
         )
 
     integer_target = type(obj).__module__.startswith(_INTEGER_TARGET_MODULES)
+    segmentation = type(obj).__module__.startswith("torchmetrics.segmentation")
 
     def fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if integer_target and target.is_floating_point() and bool((target == target.round()).all()):
+        if segmentation:  # they take label maps or one-hot masks, not logits
+            pred, target = torchmetrics_segmentation_inputs(obj, pred, target)
+        elif integer_target and target.is_floating_point() and bool((target == target.round()).all()):
             # torchmetrics' classification and retrieval metrics refuse float labels; the set task (and BCE-style
             # data) carries {0, 1} as floats, so integral float targets are handed over as int64.
             target = target.long()
@@ -121,6 +127,14 @@ def _wrap_torchmetrics(obj: Any, higher_is_better: bool | None) -> BatchMetric:
     return BatchMetric(type(obj).__name__, fn, bool(hib))
 
 
+def _wrap_monai(obj: Any, higher_is_better: bool | None) -> BatchMetric:
+    name = type(obj).__name__
+    hib = MONAI_HIGHER_IS_BETTER.get(name) if higher_is_better is None else higher_is_better
+    if hib is None:
+        raise ValueError(f"MONAI metric {name} is not one metricloss knows the direction of; pass `higher_is_better=`")
+    return BatchMetric(name, monai_batch_fn(obj), bool(hib))
+
+
 def as_metric(
     metric: Any, higher_is_better: bool | None = None, builtins: dict[str, BatchMetric] | None = None
 ) -> BatchMetric:
@@ -128,7 +142,10 @@ def as_metric(
 
     Args:
         metric: a :class:`BatchMetric`; a built-in name (a key of ``builtins``); a torchmetrics ``Metric``
-            object (its own ``higher_is_better`` is used); or any callable ``metric(pred, target)``
+            object (its own ``higher_is_better`` is used); a MONAI metric object such as ``DiceMetric`` or
+            ``HausdorffDistanceMetric`` (segmentation: it receives one-hot masks of the arg-max labels and of the
+            targets, ignored pixels all-zero in both, and ``aggregate()``'s value; the direction of MONAI's own
+            metrics is known); or any callable ``metric(pred, target)``
             returning one number per batch (higher is better unless ``higher_is_better=False``).
         higher_is_better: overrides the direction.
         builtins: the task's built-in metrics, for names.
@@ -149,6 +166,8 @@ def as_metric(
         torchmetrics = None
     if torchmetrics is not None and isinstance(metric, torchmetrics.Metric):
         return _wrap_torchmetrics(metric, higher_is_better)
+    if is_monai_metric(metric):
+        return _wrap_monai(metric, higher_is_better)
     if callable(metric):
         name = getattr(metric, "__name__", type(metric).__name__)
         return BatchMetric(name, metric, True if higher_is_better is None else bool(higher_is_better))
