@@ -9,6 +9,7 @@ needs an optional extra (Lightning, transformers) is skipped, naming the extra, 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,14 @@ NOT_RUN = "# not run:"
 #: module a block imports -> the extra that brings it
 EXTRAS = {"lightning": "lightning", "transformers": "huggingface", "accelerate": "huggingface",
           "mkdocs": "docs", "matplotlib": "demo"}
+
+
+def _script(name: str):
+    """A module of scripts/, loaded from its file (tests do not edit sys.path)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _blocks():
@@ -76,7 +85,7 @@ def test_the_site_builds_strictly(tmp_path):
     pytest.importorskip("mkdocstrings", reason="needs the optional `docs` extra: pip install 'metricloss[docs]'")
     run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
                           "-d", str(tmp_path / "site")], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                         env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert run.returncode == 0, run.stderr[-4000:]
     assert "WARNING" not in run.stderr, run.stderr[-4000:]
     api = (tmp_path / "site" / "api" / "index.html").read_text()
@@ -86,13 +95,8 @@ def test_the_site_builds_strictly(tmp_path):
 
 
 def test_sphinx_roles_become_markdown():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from griffe_sphinx_roles import markdown
-    except ImportError as err:  # griffe comes with the docs extra
-        pytest.skip(f"needs the optional `docs` extra: {err}")
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    pytest.importorskip("griffe", reason="needs the optional `docs` extra: pip install 'metricloss[docs]'")
+    markdown = _script("griffe_sphinx_roles").markdown
     text = "A :class:`~metricloss.Report`, :func:`metricloss.learn`, ``x``, :math:`a_b`.\n\n.. math:: y = x^2\n   + 1\n"
     assert markdown(text) == "A `Report`, `metricloss.learn`, `x`, $a_b$.\n\n\n$$\ny = x^2\n+ 1\n$$\n"
 
@@ -100,12 +104,7 @@ def test_sphinx_roles_become_markdown():
 def test_the_demo_figures_are_regenerated_by_their_script(tmp_path):
     pytest.importorskip("matplotlib", reason="needs the optional `demo` extra: pip install 'metricloss[demo]'")
     pyplot = pytest.importorskip("matplotlib.pyplot")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from make_figures import make_figures
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-    written = make_figures(tmp_path, quick=True)
+    written = _script("make_figures").make_figures(tmp_path, quick=True)
     assert [p.name for p in written] == ["digits_loss_vs_metric.png", "digits_learning_curve.png"]
     for path in written:
         assert pyplot.imread(path).ndim == 3
