@@ -62,6 +62,7 @@ class RecordOutputs(_CALLBACK):  # type: ignore[misc, valid-type]
             ``training_step`` returned, ``batch`` the batch it was given.
 
     Example:
+        >>> import pytest; _ = pytest.importorskip("lightning.pytorch")  # the doctest needs the extra
         >>> import metricloss as ml
         >>> from metricloss.integrations.lightning import RecordOutputs
         >>> callback = RecordOutputs(ml.OutputRecorder(max_bytes=2**20))
