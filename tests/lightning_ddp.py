@@ -11,13 +11,16 @@ import sys
 import warnings
 from pathlib import Path
 
-import lightning.pytorch as pl
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import metricloss as ml
 from metricloss.integrations.lightning import RecordOutputs
+
+# pytest --doctest-modules imports every module under tests/: without the extra this one is skipped there
+pl = pytest.importorskip("lightning.pytorch", reason="needs the optional `lightning` extra")
 
 N, D, C = 64, 6, 4
 
