@@ -23,7 +23,8 @@ Under ``strategy="ddp"`` call it on every rank in every training step (it all-re
 rank uses the same weight).
 
 Needs ``pip install 'metricloss[lightning]'``; this module imports without Lightning, and :class:`RecordOutputs`
-raises an :class:`ImportError` naming that extra when Lightning is missing.
+raises an :class:`ImportError` naming that extra when Lightning is missing. It is a ``lightning.pytorch`` callback:
+a ``Trainer`` imported from the older ``pytorch_lightning`` package accepts only its own callbacks.
 """
 
 from __future__ import annotations
