@@ -13,7 +13,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # Distributions of the extras (import names and dist-info names, lower case): absent from the simulated install.
 EXTRAS_ONLY = ("scipy", "sklearn", "scikit_learn", "matplotlib", "mpl_toolkits", "mlxtend", "sacrebleu", "rapidfuzz",
-               "hypothesis", "_hypothesis", "pytest", "_pytest", "xdist", "pytest_xdist")
+               "hypothesis", "_hypothesis", "pytest", "_pytest", "xdist", "pytest_xdist",
+               "pytorch_lightning", "transformers", "accelerate", "mkdocs", "mkdocstrings", "griffe", "material")
+#: Lightning's own package (not lightning_utilities, which torchmetrics needs): matched by exact name.
+EXTRAS_EXACT = ("lightning",)
 
 # Every module of the package imports, and a shipped surrogate trains a step, on an install without the extras.
 SCRIPT = """
@@ -26,7 +29,7 @@ sur = ml.pretrained("classification-accuracy")
 logits = torch.randn(16, 10, requires_grad=True)
 sur(logits, torch.randint(0, 10, (16,))).backward()
 assert torch.isfinite(logits.grad).all()
-for extra in ("sklearn", "matplotlib", "scipy"):
+for extra in ("sklearn", "matplotlib", "scipy", "lightning", "transformers"):
     assert importlib.util.find_spec(extra) is None, extra
 try:
     ml.datasets.digits()
@@ -45,7 +48,10 @@ def _site_without_extras(folder: Path) -> Path:
     out = folder / "site"
     out.mkdir()
     for entry in site.iterdir():
-        if not entry.name.lower().replace("-", "_").startswith(EXTRAS_ONLY):
+        name = entry.name.lower()
+        if name.split("-")[0] in EXTRAS_EXACT:
+            continue
+        if not name.replace("-", "_").startswith(EXTRAS_ONLY):
             (out / entry.name).symlink_to(entry)
     return out
 
