@@ -12,7 +12,7 @@ FUZZ_FACTOR ?= 10
 # without it: installed without their declared dependencies, for the tests (the [references] extra brings the rest).
 NO_DEPS_REFERENCES := libauc dlordinal
 
-.PHONY: demo test fuzz lint install lock clean
+.PHONY: demo test docs fuzz lint install lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q -n 2
+
+# The documentation site (mkdocs.yml) into site/, strictly: a broken link, a missing page or reference, or a docstring
+# that does not parse fails it. `make test` builds it too (tests/test_docs.py), so CI checks it.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # The property tests with FUZZ_FACTOR times the examples and fresh random draws (CI's profile is derandomised).
 # A failure prints its @reproduce_failure blob: add the case to the test as an explicit @example.
@@ -57,4 +62,4 @@ lock:
 	rm -rf .lock-venv build
 
 clean:
-	rm -rf $(VENV) .lock-venv build dist src/*.egg-info
+	rm -rf $(VENV) .lock-venv build dist site src/*.egg-info

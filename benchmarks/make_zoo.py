@@ -361,9 +361,9 @@ ENTRIES: dict[str, Entry] = {
         "The net (`kind=\"features\"`) reads resolution-independent features of each heatmap about its target keypoint "
         "(lengths in units of max(H, W), values relative to the heatmap's mean and maximum; heatmaps above 32 pixels a "
         "side average-pooled to about 32 first) and averages a per-keypoint loss over the labelled keypoints, so it "
-        "serves any number of keypoints and any heatmap size as it is (docs/tasks.md). It was checked at the sizes in "
-        "the rows above; elsewhere it is unmeasured. The file shipped before it (16×16 only, kind `embedding`) is kept "
-        "as tests/data/pose-v1/pose-pck-embedding.safetensors."),
+        "serves any number of keypoints and any heatmap size as it is (docs/families/pose.md). It was checked at the "
+        "sizes in the rows above; elsewhere it is unmeasured. The file shipped before it (16×16 only, kind "
+        "`embedding`) is kept as tests/data/pose-v1/pose-pck-embedding.safetensors."),
     "sequence-bleu": Entry(
         "bleu", "sequence", dict(real_sizes_sequence.NMT),
         (random_row("bleu", label="V = 32, T = 24", vocab_size=32, max_length=24),

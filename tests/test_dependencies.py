@@ -13,7 +13,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # Distributions of the extras (import names and dist-info names, lower case): absent from the simulated install.
 EXTRAS_ONLY = ("scipy", "sklearn", "scikit_learn", "matplotlib", "mpl_toolkits", "mlxtend", "sacrebleu", "rapidfuzz",
-               "hypothesis", "_hypothesis", "pytest", "_pytest", "xdist", "pytest_xdist", "monai")
+               "hypothesis", "_hypothesis", "pytest", "_pytest", "xdist", "pytest_xdist", "monai",
+               "coral_pytorch", "libauc", "dlordinal",
+               "pytorch_lightning", "transformers", "accelerate", "mkdocs", "mkdocstrings", "griffe", "material")
+#: Lightning's own package (not lightning_utilities, which torchmetrics needs): matched by exact name.
+EXTRAS_EXACT = ("lightning",)
 
 # Every module of the package imports, and a shipped surrogate trains a step, on an install without the extras.
 SCRIPT = """
@@ -26,7 +30,7 @@ sur = ml.pretrained("classification-accuracy")
 logits = torch.randn(16, 10, requires_grad=True)
 sur(logits, torch.randint(0, 10, (16,))).backward()
 assert torch.isfinite(logits.grad).all()
-for extra in ("sklearn", "matplotlib", "scipy", "monai"):
+for extra in ("sklearn", "matplotlib", "scipy", "monai", "lightning", "transformers"):
     assert importlib.util.find_spec(extra) is None, extra
 seg_logits, seg_target = torch.randn(1, 3, 8, 8), torch.randint(0, 3, (1, 8, 8))
 assert 0 <= float(ml.metrics.segmentation.boundary_iou(seg_logits, seg_target)) <= 1  # needs nothing extra
@@ -53,7 +57,10 @@ def _site_without_extras(folder: Path) -> Path:
     out = folder / "site"
     out.mkdir()
     for entry in site.iterdir():
-        if not entry.name.lower().replace("-", "_").startswith(EXTRAS_ONLY):
+        name = entry.name.lower()
+        if name.split("-")[0] in EXTRAS_EXACT:
+            continue
+        if not name.replace("-", "_").startswith(EXTRAS_ONLY):
             (out / entry.name).symlink_to(entry)
     return out
 

@@ -71,7 +71,7 @@ def test_round_trip(sur, saved):
     assert loaded.report == sur.report
     assert loaded.net_config == sur.net_config
     assert loaded.task.config() == sur.task.config() and loaded.task.name == sur.task.name
-    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    assert not any(p.requires_grad for p in loaded.parameters())
     a, b = sur.state_dict(), loaded.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -92,18 +92,20 @@ def test_surrogate_ranks_fresh_batches_like_the_metric(sur, fresh):
     assert abs(rho - sur.report.spearman) < 0.2
 
 
-def test_surrogate_is_frozen(sur):
+def test_surrogate_is_frozen(sur, fresh):
     params = list(sur.parameters())
     assert params and not any(p.requires_grad for p in params)
-    assert not sur.training and not any(m.training for m in sur.modules())
-    sur.train()
-    assert not sur.training and not any(m.training for m in sur.modules())
-    assert sur.train(True) is sur
-    # inside a model that is put in training mode, it stays in eval mode
+    # its mode follows the surrounding model's (Lightning warns about modules left in eval mode at `fit`) ...
     model = nn.ModuleDict({"head": nn.Linear(4, C), "loss": sur})
+    model.eval()
+    assert not any(m.training for m in sur.modules())
+    pred, target = fresh
+    in_eval = sur.batch_losses(pred, target)
     model.train()
-    assert model.training and model["head"].training
-    assert not sur.training and not any(m.training for m in sur.modules())
+    assert model.training and all(m.training for m in sur.modules())
+    # ... and its output does not depend on it, nor does training mode unfreeze it
+    assert torch.equal(sur.batch_losses(pred, target), in_eval)
+    assert not any(p.requires_grad for p in sur.parameters())
 
 
 def test_training_a_model_that_holds_the_surrogate_does_not_change_it(sur):

@@ -117,12 +117,29 @@ def test_batch_losses_are_differentiable_in_pred_for_every_kind(kinds):
 
 
 def test_every_kind_is_frozen(kinds):
-    _, losses = kinds
+    task, losses = kinds
+    pred, target = task.random_batches(3, 16, torch.Generator().manual_seed(2))
     for loss in losses.values():
-        model = torch.nn.Sequential(torch.nn.Linear(2, 2), loss)
+        # a fresh copy per mode: UniLoss and the non-parametric loss draw anchors from a stream that advances per call
+        copies = [type(loss).from_config(loss.config(), task=task, tensors=loss.state_tensors()) for _ in range(2)]
+        copies[0].eval()
+        in_eval = copies[0].batch_losses(pred, target)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2), copies[1])
+        model.eval()
         model.train()
-        assert not loss.training and model[0].training
+        # the mode follows the model's (no module left in eval mode for Lightning to warn about), the output does not
+        assert all(m.training for m in copies[1].modules()) and model[0].training
+        assert torch.equal(copies[1].batch_losses(pred, target), in_eval)
         assert not any(p.requires_grad for p in loss.parameters())
+
+
+@pytest.mark.parametrize("name", ml.zoo.available())
+def test_shipped_surrogates_give_the_same_loss_in_training_and_eval_mode(name):
+    sur = ml.pretrained(name)
+    assert all(m.training for m in sur.modules())  # a fresh module's mode, as nn.CrossEntropyLoss()
+    pred, target = sur.task.random_batches(2, 8, torch.Generator().manual_seed(3))
+    in_train = sur.batch_losses(pred, target)
+    assert torch.equal(sur.eval().batch_losses(pred, target), in_train)
 
 
 def test_stack_losses_is_a_deprecated_alias(kinds):

@@ -50,7 +50,13 @@ def reduce_losses(losses: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 class MetricLoss(nn.Module):
-    """Base of every loss metricloss returns: frozen, in eval mode, with a ``task`` and a ``report``.
+    """Base of every loss metricloss returns: frozen, with a ``task`` and a ``report``.
+
+    Frozen means no parameter requires grad, so an optimizer over a model that holds the loss never moves it. Its
+    mode follows the surrounding model's like any module's (``model.train()`` / ``model.eval()``, so a training
+    framework that checks every module's mode, as Lightning does at the start of ``fit``, sees nothing in eval
+    mode), and its output never depends on the mode: no loss contains a layer that behaves differently in
+    training (dropout, batch norm), which ``tests/test_learn.py`` checks on every kind and shipped file.
 
     Args:
         task: the task family whose call shapes the loss takes (``None`` only for a UniLoss or non-parametric loss
@@ -89,7 +95,7 @@ class MetricLoss(nn.Module):
         for param in self.parameters():
             param.grad = None  # no gradient left from learning: an optimizer holding us must not move us
         self.requires_grad_(False)
-        self.eval()
+        self.train()  # a fresh module's mode, as nn.CrossEntropyLoss(); the output does not depend on it
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """The loss of one batch: a 0-d tensor, lower is better, differentiable in ``pred``."""
@@ -113,10 +119,6 @@ class MetricLoss(nn.Module):
         if chunk is not None:
             chunk = check_int(chunk, "chunk", 1)
         return reduce_losses(self._stacked_losses(pred, target, chunk), reduction)
-
-    def train(self, mode: bool = True) -> MetricLoss:
-        # A metricloss loss is frozen: it stays in eval mode whatever the surrounding model does.
-        return super().train(False)
 
     def config(self) -> dict[str, Any]:  # pragma: no cover - abstract
         """Everything but the weights that rebuilds this loss (JSON-able; stored as the file's ``net_config``)."""
@@ -153,10 +155,10 @@ class MetricLoss(nn.Module):
 class Surrogate(MetricLoss, kind="surrogate"):
     """A learned surrogate loss: ``sur(pred, target)`` is a scalar, lower is better, differentiable in ``pred``.
 
-    Its weights are frozen (no parameter requires grad) and it starts in eval mode, so adding it to a
-    training loss never updates it. ``report`` holds its measured agreement with the metric beside the
-    baseline loss's. Built by :func:`metricloss.learn`, :func:`metricloss.load` or
-    :func:`metricloss.pretrained`.
+    Its weights are frozen (no parameter requires grad), so adding it to a training loss never updates it; its
+    mode follows the surrounding model's and its output does not depend on it. ``report`` holds its measured
+    agreement with the metric beside the baseline loss's. Built by :func:`metricloss.learn`,
+    :func:`metricloss.load` or :func:`metricloss.pretrained`.
 
     Args:
         task: the task family (call shapes, network architecture).
