@@ -207,12 +207,15 @@ def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str
                                presorted)
             c = torch.cat([c, c.sum(-1, keepdim=True)], dim=-1)  # all = negatives + positives
         # c[m, t, b, g]: the soft count of group g "scored lower than b". Each kernel is 1/2 at 0, each sample's
-        # comparison with itself: removed from every count.
-        yt, n_pos, n_neg = y.unsqueeze(1), n_pos.unsqueeze(1), n_neg.unsqueeze(1)
-        neg_below = (c[..., 0] - 0.5 * (1 - yt)) / n_neg.clamp_min(1)
-        pos_above = (n_pos - c[..., 1] - 0.5 * yt) / n_pos.clamp_min(1)
-        all_above = (b - c[..., 2] - 0.5) / max(b - 1, 1)
-        comparisons = torch.stack([neg_below, pos_above, all_above], dim=-1)  # (M, T, B, 3)
+        # comparison with itself: removed from every count. The three fractions are affine in the counts, with
+        # coefficients that depend on the targets only:
+        #   negatives below (c_0 - (1 - y_b)/2) / n_neg, positives above (n_pos - c_1 - y_b/2) / n_pos,
+        #   samples above (B - c_2 - 1/2) / (B - 1).
+        inv_neg, inv_pos, inv_all = 1 / n_neg.clamp_min(1), 1 / n_pos.clamp_min(1), 1 / max(b - 1, 1)
+        scale = torch.stack([inv_neg, -inv_pos, torch.full_like(inv_pos, -inv_all)], dim=-1)  # (M, 1, 3)
+        offset = torch.stack([-0.5 * (1 - y) * inv_neg, (n_pos - 0.5 * y) * inv_pos,
+                              torch.full_like(y, (b - 0.5) * inv_all)], dim=-1)  # (M, B, 3)
+        comparisons = torch.addcmul(offset.unsqueeze(1), c, scale.unsqueeze(1))  # (M, T, B, 3)
         out = [f.unsqueeze(-1) for f in out] + [comparisons.transpose(1, 2).reshape(m, b, -1)]
         return torch.cat(out, dim=-1)
     return torch.stack(out, dim=-1)
