@@ -108,27 +108,27 @@ def test_private_rng_blocks_do_not_wait_for_each_other_nor_see_other_threads_dra
     assert torch.equal(torch.rand(2), expected)  # the global stream is where the caller left it
 
 
-class _InterleavedTask(ClassificationTask):
-    """A classification task whose net is built only after the main thread has drawn from the global generator: a
-    library that seeds or draws from that generator gives other weights, and the main thread other numbers."""
-
-    def __init__(self, counter: list[int], **kwargs):
-        super().__init__(**kwargs)
-        self.counter = counter  # [draws by the main thread, whether to wait for 50 more of them]
+def _interleaving_build(counter: list[int]):
+    """A ``build_net`` that builds only after the main thread has drawn 50 more numbers from the global generator
+    (while ``counter[1]`` is set): a library that seeds or draws from that generator then gives other weights, and
+    the main thread other numbers."""
+    build = ClassificationTask.build_net
 
     def build_net(self, **net_config):
-        start, deadline = self.counter[0], time.monotonic() + 5.0
-        while self.counter[1] and self.counter[0] < start + 50 and time.monotonic() < deadline:
+        start, deadline = counter[0], time.monotonic() + 5.0
+        while counter[1] and counter[0] < start + 50 and time.monotonic() < deadline:
             time.sleep(0.0005)
-        return super().build_net(**net_config)
+        return build(self, **net_config)
+
+    return build_net
 
 
-def _trial(trial: int, task: ClassificationTask, counter: list[int], reference: nn.Module) -> tuple[bool, bool]:
+def _trial(trial: int, counter: list[int], reference: nn.Module) -> tuple[bool, bool]:
     """Two threads learn with seed 0 while this one draws torch.rand in a loop: (both weights equal the sequential
     ones, this thread's stream is the one it would have been)."""
     torch.manual_seed(100 + trial)
     results: dict[int, ml.Surrogate] = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, ml.learn("accuracy", task=task, seed=0,
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, ml.learn("accuracy", num_classes=5, seed=0,
                                                                                    **SMALL))) for i in range(2)]
     drawn = []
     for th in threads:
@@ -145,11 +145,11 @@ def _trial(trial: int, task: ClassificationTask, counter: list[int], reference: 
             torch.equal(stream, expected))
 
 
-def test_two_threads_learn_the_sequential_weights_while_the_main_thread_draws():
+def test_two_threads_learn_the_sequential_weights_while_the_main_thread_draws(monkeypatch):
     counter = [0, False]
-    task = _InterleavedTask(counter, num_classes=5)
-    reference = ml.learn("accuracy", task=task, seed=0, **SMALL).net  # sequential: nothing to wait for
+    monkeypatch.setattr(ClassificationTask, "build_net", _interleaving_build(counter))
+    reference = ml.learn("accuracy", num_classes=5, seed=0, **SMALL).net  # sequential: nothing to wait for
     counter[1] = True
-    outcomes = [_trial(trial, task, counter, reference) for trial in range(8)]
+    outcomes = [_trial(trial, counter, reference) for trial in range(8)]
     assert sum(same for same, _ in outcomes) == 8
     assert sum(undisturbed for _, undisturbed in outcomes) == 8
