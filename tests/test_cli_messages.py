@@ -117,3 +117,12 @@ def test_evaluate_of_a_builtin_file_needs_no_metric(tmp_path, capsys):
     ml.pretrained("classification-accuracy").save(tmp_path / "acc.safetensors")
     assert cli.main(["evaluate", str(tmp_path / "acc.safetensors"), "--batches", "16", "--batch-size", "32"]) == 0
     assert "metric accuracy" in capsys.readouterr().out
+
+
+def test_learn_help_marks_the_options_each_family_needs(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["learn", "--help"])
+    text = capsys.readouterr().out
+    assert "shape options: --vocab-size (required) --max-length (required)" in text
+    assert "shape options: --num-keypoints (required) --heatmap-size (required)" in text
+    assert "shape options: --num-labels\n" in text  # set: binary scores without it

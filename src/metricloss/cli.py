@@ -39,7 +39,8 @@ def _families_text() -> str:
     lines = ["task families (--task), their shape options and built-in metrics (--metric):"]
     for name, cls in sorted(TASKS.items()):
         params = inspect.signature(cls.__init__).parameters
-        options = [o for o, k in SHAPE_OPTIONS.items() if k in params]
+        required = _required_shapes(cls)
+        options = [o + (" (required)" if k in required else "") for o, k in SHAPE_OPTIONS.items() if k in params]
         metrics = []
         if name in _EXAMPLE_SHAPES:
             task = get_task(name, **_EXAMPLE_SHAPES[name])
@@ -49,7 +50,7 @@ def _families_text() -> str:
     lines += ["", "--metric also takes module:function, a user metric fn(pred, target) -> float on one batch",
               "(the module is imported from the current directory or the Python path; higher is better unless",
               "--lower-is-better). With --outputs FILE (a torch.save'd list of (pred, target) batches) every shape",
-              "option not given is read from the outputs."]
+              "option not given, required ones included, is read from the outputs."]
     return "\n".join(lines)
 
 
