@@ -7,8 +7,9 @@ scores: ``set-f1`` (the shipped surrogate as users call it: its default path sor
 last layer after the pooling), ``set-f1, plain formula`` (the same weights evaluated as the docs write the net: the
 features in the samples' own order, phi on every sample, then the means: the structure ``SetNet.forward`` had before
 issue 22, over today's ``set_features``, so it shows what the sort-once and pooled-last-layer steps save, not the
-kernel's own changes) and ``binary_cross_entropy_with_logits``. Every round runs each loss once at every thread count (the
-order of the losses alternates between rounds), so a change in the machine's load reaches every cell alike. The
+kernel's own changes) and ``binary_cross_entropy_with_logits``. Every round runs each loss once at every thread
+count (the order of the losses alternates between rounds), so a change in the machine's load reaches every cell
+alike. The
 table gives per thread count the median and the fastest wall-clock time, the fastest CPU time of the process
 (``time.process_time``: all threads' work), the ratio of medians to BCE and whether the median meets issue 13's
 target, at most max(10 x BCE, 10 ms).
