@@ -9,10 +9,9 @@ features in the samples' own order, phi on every sample, then the means: the str
 issue 22, over today's ``set_features``, so it shows what the sort-once and pooled-last-layer steps save, not the
 kernel's own changes) and ``binary_cross_entropy_with_logits``. Every round runs each loss once at every thread
 count (the order of the losses alternates between rounds), so a change in the machine's load reaches every cell
-alike. The
-table gives per thread count the median and the fastest wall-clock time, the fastest CPU time of the process
-(``time.process_time``: all threads' work), the ratio of medians to BCE and whether the median meets issue 13's
-target, at most max(10 x BCE, 10 ms).
+alike. The table gives per thread count the median and the fastest wall-clock time, the fastest CPU time of the
+process (``time.process_time``: all threads' work), the ratio of medians to BCE and whether the median meets issue
+13's target, at most max(10 x BCE, 10 ms).
 """
 
 from __future__ import annotations
