@@ -25,8 +25,8 @@ FAMILIES = {
 }
 #: Net configurations beside each family's default that draw through other initialisers (attention, embeddings).
 EXTRA_NETS = [("sequence", {"layers": 1, "conv": 1}), ("pose", {"kind": "embedding"}), ("pose", {"kind": "weighted"})]
-SMALL = {"steps": 2, "batches_per_step": 8, "validation_batches": 8, "pool_size": 16, "gradient_probe": 0, "batch_size": 32,
-         "progress": False}
+SMALL = {"steps": 2, "batches_per_step": 8, "validation_batches": 8, "pool_size": 16, "gradient_probe": 0,
+         "batch_size": 32, "progress": False}
 
 
 def _equal_weights(a: nn.Module, b: nn.Module) -> bool:
