@@ -18,7 +18,6 @@ from torchmetrics.classification import (
 )
 
 import metricloss as ml
-from metricloss._rng import private_rng
 from metricloss.learning.batches import INVERTED_SPEARMAN, check_direction
 from metricloss.metrics.base import MetricError, as_metric
 from metricloss.tasks.base import get_task
@@ -181,22 +180,3 @@ def test_learn_in_threads_same_seed_same_weights_and_caller_rng_alone():
     for sur in results.values():
         for a, b in zip(sur.net.state_dict().values(), reference.net.state_dict().values(), strict=True):
             assert torch.equal(a, b)
-
-
-def test_private_rng_makes_threads_take_turns_and_restores_the_state():
-    entered = threading.Event()
-
-    def other():
-        with private_rng(1):
-            entered.set()
-
-    torch.manual_seed(5)
-    before = torch.get_rng_state()
-    with private_rng(0):
-        th = threading.Thread(target=other)
-        th.start()
-        assert not entered.wait(timeout=0.5)  # blocked: the generator is ours until the block ends
-        x = torch.rand(3)
-    th.join()
-    assert entered.is_set() and torch.equal(before, torch.get_rng_state())
-    assert torch.equal(x, torch.rand(3, generator=torch.Generator().manual_seed(0)))  # seeded as asked

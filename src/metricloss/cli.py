@@ -39,7 +39,8 @@ def _families_text() -> str:
     lines = ["task families (--task), their shape options and built-in metrics (--metric):"]
     for name, cls in sorted(TASKS.items()):
         params = inspect.signature(cls.__init__).parameters
-        options = [o for o, k in SHAPE_OPTIONS.items() if k in params]
+        required = _required_shapes(cls)
+        options = [o + (" (required)" if k in required else "") for o, k in SHAPE_OPTIONS.items() if k in params]
         metrics = []
         if name in _EXAMPLE_SHAPES:
             task = get_task(name, **_EXAMPLE_SHAPES[name])
@@ -49,7 +50,7 @@ def _families_text() -> str:
     lines += ["", "--metric also takes module:function, a user metric fn(pred, target) -> float on one batch",
               "(the module is imported from the current directory or the Python path; higher is better unless",
               "--lower-is-better). With --outputs FILE (a torch.save'd list of (pred, target) batches) every shape",
-              "option not given is read from the outputs."]
+              "option not given, required ones included, is read from the outputs."]
     return "\n".join(lines)
 
 
@@ -67,6 +68,22 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
+def _required_shapes(task_cls: type) -> list[str]:
+    """The shape keywords a task family cannot be built without: its constructor's parameters with no default."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [name for name, p in list(inspect.signature(task_cls.__init__).parameters.items())[1:]
+            if p.kind in kinds and p.default is inspect.Parameter.empty]
+
+
+def _missing_shapes_message(task: str, missing: list[str]) -> str:
+    """``--vocab-size and --max-length are required for --task sequence (or give --outputs FILE to read them)``."""
+    flags = {key: option for option, key in SHAPE_OPTIONS.items()}
+    names = [flags.get(key, f"`{key}` (no command-line option)") for key in missing]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return (f"{listed} {'is' if len(names) == 1 else 'are'} required for --task {task} "
+            f"(or give --outputs FILE to read {'it' if len(names) == 1 else 'them'})")
+
+
 def _task_kwargs(args: argparse.Namespace) -> dict:
     from .tasks.base import TASKS
 
@@ -80,6 +97,9 @@ def _task_kwargs(args: argparse.Namespace) -> dict:
             if key in kw and key not in params:
                 raise ValueError(f"`{option}` is not a shape option of task {args.task!r} "
                                  f"(its options: {' '.join(known) or 'none'})")
+        missing = [key for key in _required_shapes(TASKS[args.task]) if key not in kw]
+        if missing and args.outputs is None:  # with outputs, learn reads them (and names any it cannot)
+            raise ValueError(_missing_shapes_message(args.task, missing))
     return kw
 
 
@@ -103,6 +123,10 @@ def _resolve_metric(spec: str) -> str | Callable[..., Any]:
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"`--metric` {spec!r}: module {module_name!r} has no callable {attr!r}")
+    if inspect.isclass(fn):
+        raise ValueError(f"`--metric` {spec!r} is a class; name a function fn(pred, target) -> float or a metric "
+                         f"object (e.g. in your module: `my_metric = {attr}(...)`, then --metric "
+                         f"{module_name}:my_metric)")
     return fn
 
 
@@ -173,12 +197,33 @@ def _fresh_batches(args: argparse.Namespace, loss: Any, task: Any, met: Any, bud
     return pred, target, f"random batches (G_R), seed {seed}", seed
 
 
+def _evaluation_metric(args: argparse.Namespace, loss: Any, task: Any) -> Any:
+    """``--metric`` (a built-in name or module:function), else the metric the loss's card names. A metric that is not
+    built in (a user function, a torchmetrics object) must be given again; its direction is the card's unless
+    ``--lower-is-better`` says otherwise."""
+    from .metrics.base import as_metric
+
+    if args.metric is None:
+        name = loss.report.metric if loss.report else task.default_metric
+        if name not in task.metrics:
+            raise ValueError(
+                f"{args.surrogate} was learned for the metric {name!r}, which is not a built-in metric of task "
+                f"{task.name!r} ({', '.join(sorted(task.metrics))}); a user function or torchmetrics object is not "
+                "stored in the file, so pass it with --metric module:function (a function fn(pred, target) -> "
+                "float on one batch, or a metric object, importable from the current directory or the Python path)")
+        return as_metric(name, None, task.metrics)
+    direction = False if args.lower_is_better else None
+    met = as_metric(_resolve_metric(args.metric), direction, task.metrics)
+    if direction is None and loss.report is not None and met.name == loss.report.metric:
+        met = as_metric(met, loss.report.higher_is_better)  # the direction it was learned with
+    return met
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from ._memory import format_bytes, parse_budget
     from .evaluation import measure
-    from .metrics.base import as_metric
     from .replay import remeasure
 
     loss = _load_any(args.surrogate)
@@ -187,8 +232,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.surrogate} names no task, so there are no random batches to measure it on; "
                          "rebuild it with task= (e.g. metricloss.build_uniloss(..., task='pose'))")
     budget = parse_budget(args.memory_budget, "--memory-budget")
-    metric_name = args.metric or (loss.report.metric if loss.report else task.default_metric)
-    met = as_metric(_resolve_metric(metric_name), False if args.lower_is_better else None, task.metrics)
+    met = _evaluation_metric(args, loss, task)
     card = loss.report is not None and all(v is None for v in (args.batches, args.batch_size, args.seed))
     if card and loss.report.validation.startswith("held-out model outputs") and args.outputs is None:
         card = False
@@ -286,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-budget", default=None, metavar="BYTES",
                    help="bytes or a size such as 512MiB: the measurement runs in chunks of at most an eighth of it and "
                         "fresh batches take at most a quarter (default 2GiB)")
-    p.add_argument("--lower-is-better", action="store_true", help="the --metric given is lower-is-better")
+    p.add_argument("--lower-is-better", action="store_true",
+                   help="the --metric given is lower-is-better (default: the direction on the card when --metric is "
+                        "the metric it was learned for, else higher is better)")
     p.set_defaults(func=_evaluate)
     return parser
 

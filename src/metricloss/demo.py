@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from . import datasets, training
 from ._checks import check_int
 from ._optional import require
+from ._rng import private_rng
 from .evaluation import agreement
 from .learn import learn
 from .metrics.classification import accuracy, macro_f1
@@ -69,8 +70,8 @@ def checkpoint_outputs(split: datasets.Split, cfg: dict[str, Any], seed: int) ->
     """Train the demo's MLP (``cfg``: ``hidden``, ``epochs``) with cross-entropy and return the logits of its ~25
     checkpoints on the training and on the test inputs, ``(train_outputs, test_outputs)``: the G_M the demo and the
     benchmarks learn from, and the held-out outputs they measure on."""
-    torch.manual_seed(seed)
-    model = training.mlp(split.x_train.shape[1], split.num_classes, cfg["hidden"])
+    with private_rng(seed):  # the caller's global generator untouched
+        model = training.mlp(split.x_train.shape[1], split.num_classes, cfg["hidden"])
     steps_per_epoch = -(-split.x_train.shape[0] // BATCH)
     marks = training.checkpoint_steps(cfg["epochs"] * steps_per_epoch, 25)
     train_out, test_out = [], []
@@ -95,8 +96,8 @@ def _downstream(split: datasets.Split, cfg: dict[str, Any], sur: Surrogate, seed
     for name, loss_fn in losses.items():
         accs = []
         for seed in range(seeds):
-            torch.manual_seed(1000 + seed)
-            model = training.mlp(split.x_train.shape[1], split.num_classes, cfg["hidden"])
+            with private_rng(1000 + seed):
+                model = training.mlp(split.x_train.shape[1], split.num_classes, cfg["hidden"])
             training.fit(model, split.x_train, split.y_train, loss_fn, epochs=cfg["epochs"], batch_size=BATCH,
                          lr=1e-3, seed=1000 + seed)
             accs.append(float(accuracy(training.predict(model, split.x_test), split.y_test)))
@@ -130,8 +131,8 @@ def _long_tail(name: str, seeds: int, progress: bool, epochs: int | None, learn_
     for seed in range(min(seeds, cfg["seeds"])):
         for loss_name, loss_fn in (("CE", F.cross_entropy), ("CE + surrogate", lambda z, y: F.cross_entropy(z, y)
                                                                                  + sur(z, y))):
-            torch.manual_seed(1000 + seed)
-            model = training.mlp(split.x_train.shape[1], split.num_classes, cfg["hidden"])
+            with private_rng(1000 + seed):
+                model = training.mlp(split.x_train.shape[1], split.num_classes, cfg["hidden"])
             training.fit(model, split.x_train, split.y_train, loss_fn, epochs=cfg["epochs"], batch_size=BATCH,
                          lr=1e-3, seed=1000 + seed)
             logits = training.predict(model, split.x_test)

@@ -109,31 +109,40 @@ def _sorted_spline_below(r: torch.Tensor, w: torch.Tensor, widths: tuple[float, 
     m, b, g = w.shape
     x = r.unsqueeze(-1)
     prefix = F.pad(torch.cat([w, w * x, w * x.square()], dim=-1).cumsum(dim=1), (0, 0, 1, 0))  # row k: first k rows
-    h = r.new_tensor(widths).view(1, -1, 1, 1)  # (1, T, 1, 1)
-    t = h.shape[1]
+    h = r.new_tensor(widths)
+    t = h.shape[0]
+    # The far ends of the windows, c = r_b - h (left window, first T) and c = r_b + h (right window, last T), each
+    # window as one slice of a (M, 2T, B, .) stack, so both go through every step together.
+    c = x.unsqueeze(1) + torch.cat([-h, h]).view(1, 2 * t, 1, 1)  # (M, 2T, B, 1)
     # Window ends: the samples at or below r_b - h and r_b + h. K is continuous, so a tie may fall on either side
     # of an end: the sample itself and the rows before it end the middle window.
-    bounds = torch.cat([r.unsqueeze(1) - h[..., 0], r.unsqueeze(1) + h[..., 0]], dim=1).flatten(1).detach()
-    ends = torch.searchsorted(r.detach().contiguous(), bounds, right=True)  # (M, 2TB)
-    ends = prefix.gather(1, ends.unsqueeze(-1).expand(m, 2 * t * b, 3 * g)).view(m, 2 * t, b, 3 * g)
-    lo, hi = ends[:, :t], ends[:, t:]
+    ends = torch.searchsorted(r.detach().contiguous(), c.detach().flatten(1), right=True)  # (M, 2TB)
+    # Rows of the flattened prefix sums (index_select and its backward index_add move whole rows of 3G values: much
+    # cheaper than a gather along dim 1 with an expanded index).
+    rows = (ends + torch.arange(m, device=r.device).unsqueeze(1) * (b + 1)).flatten()
+    ends = prefix.reshape(m * (b + 1), 3 * g).index_select(0, rows).view(m, 2 * t, b, 3 * g)
     mid = prefix[:, 1:].unsqueeze(1)
-    left, right = mid - lo, hi - mid  # window sums of w, w r, w r^2 over (r_b - h, r_b] and (r_b, r_b + h]
-    # sum_j w_j (c - r_j)^2 = c^2 n0 - 2 c n1 + n2, at c = r_b - h (left window) and c = r_b + h (right window)
-    c_left, c_right = x.unsqueeze(1) - h, x.unsqueeze(1) + h
-    quad_left = c_left * (c_left * left[..., :g] - 2 * left[..., g:2 * g]) + left[..., 2 * g:]
-    quad_right = c_right * (c_right * right[..., :g] - 2 * right[..., g:2 * g]) + right[..., 2 * g:]
-    return mid[..., :g] + (quad_right - quad_left) / (2 * h.square())
+    # window sums of w, w r, w r^2 over (r_b - h, r_b] (mid - end) and (r_b, r_b + h] (end - mid)
+    side = torch.cat([h.new_ones(t), -h.new_ones(t)]).view(1, 2 * t, 1, 1)
+    win = (mid - ends) * side
+    # sum_j w_j (c - r_j)^2 = c^2 n0 - 2 c n1 + n2 over each window, at its far end c
+    quad = c * (c * win[..., :g] - 2 * win[..., g:2 * g]) + win[..., 2 * g:]
+    return mid[..., :g] + (quad[:, t:] - quad[:, :t]) / (2 * h.view(1, t, 1, 1).square())
 
 
-def _spline_counts(rel: torch.Tensor, groups: torch.Tensor, widths: tuple[float, ...]) -> torch.Tensor:
-    """``(M, T, B, G)``: :func:`spline_below` of ``rel / h`` for each half-width ``h``, with one sort for all."""
+def _spline_counts(rel: torch.Tensor, groups: torch.Tensor, widths: tuple[float, ...],
+                   presorted: bool = False) -> torch.Tensor:
+    """``(M, T, B, G)``: :func:`spline_below` of ``rel / h`` for each half-width ``h``, with one sort for all (none
+    when ``presorted``: ``rel`` ascending along its last axis)."""
     dtype = rel.dtype
     m, b, g = groups.shape
     # Prefix sums over B samples need at least float32 (bfloat16 / float16 inputs, as under autocast, are promoted).
     work = torch.promote_types(rel.dtype, torch.float32)
     rel, groups = rel.to(work), groups.to(work)
-    srel, order = (rel - rel.mean(dim=-1, keepdim=True).detach()).sort(dim=-1)  # centred: prefix sums lose less
+    centred = rel - rel.mean(dim=-1, keepdim=True).detach()  # centred: prefix sums lose less
+    if presorted:
+        return _sorted_spline_below(centred, groups, widths).to(dtype)
+    srel, order = centred.sort(dim=-1)
     sums = _sorted_spline_below(srel, groups.gather(1, order.unsqueeze(-1).expand(m, b, g)), widths)
     return torch.empty_like(sums).scatter(2, order.view(m, 1, b, 1).expand_as(sums), sums).to(dtype)
 
@@ -158,7 +167,8 @@ def spline_below(u: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
 def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str, ...],
                  temperatures: tuple[float, ...], sharpness: float | tuple[float, ...] = 3.0,
                  sign_floor: float = SIGN_FLOOR,
-                 rank_floor: float = RANK_FLOOR, kernel: str = DEFAULT_KERNEL) -> torch.Tensor:
+                 rank_floor: float = RANK_FLOOR, kernel: str = DEFAULT_KERNEL, *,
+                 presorted: bool = False) -> torch.Tensor:
     r"""Per-sample features ``(M, B, F)`` of ``M`` sets of scores ``(M, B)`` with 0/1 targets ``(M, B)``.
 
     ``"prob"`` adds :math:`\sigma(s_b)`; ``"rank"`` adds the positive rate and, per temperature, the soft fractions
@@ -171,7 +181,9 @@ def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str
     ``"logistic"``, :math:`\sigma(d/\tau)` over all pairs, :math:`O(B^2)` time and memory (surrogates saved before
     2026-11-30); ``"spline"``, :math:`K(d / 4\tau)` with :math:`K` the triangular distribution function of
     :func:`spline_below` (the same slope at 0, :math:`1/4\tau`, and a support of :math:`\pm 4\tau`), computed
-    exactly in :math:`O(B \log B)` time and :math:`O(B)` memory.
+    exactly in :math:`O(B \log B)` time and :math:`O(B)` memory. ``presorted=True`` says the scores are ascending
+    along the last axis, which spares the spline kernel its sort (a :class:`SetNet` sorts each set once: its output
+    does not depend on the order of the samples).
     """
     y = target.to(scores.dtype)
     out = []
@@ -191,15 +203,19 @@ def set_features(scores: torch.Tensor, target: torch.Tensor, features: tuple[str
         if kernel == "logistic":  # groups: negatives, positives, all
             c = _logistic_counts(rel, torch.stack([1 - y, y, torch.ones_like(y)], dim=-1), temperatures)
         else:
-            c = _spline_counts(rel, torch.stack([1 - y, y], dim=-1), tuple(4 * tau for tau in temperatures))
+            c = _spline_counts(rel, torch.stack([1 - y, y], dim=-1), tuple(4 * tau for tau in temperatures),
+                               presorted)
             c = torch.cat([c, c.sum(-1, keepdim=True)], dim=-1)  # all = negatives + positives
         # c[m, t, b, g]: the soft count of group g "scored lower than b". Each kernel is 1/2 at 0, each sample's
-        # comparison with itself: removed from every count.
-        yt, n_pos, n_neg = y.unsqueeze(1), n_pos.unsqueeze(1), n_neg.unsqueeze(1)
-        neg_below = (c[..., 0] - 0.5 * (1 - yt)) / n_neg.clamp_min(1)
-        pos_above = (n_pos - c[..., 1] - 0.5 * yt) / n_pos.clamp_min(1)
-        all_above = (b - c[..., 2] - 0.5) / max(b - 1, 1)
-        comparisons = torch.stack([neg_below, pos_above, all_above], dim=-1)  # (M, T, B, 3)
+        # comparison with itself: removed from every count. The three fractions are affine in the counts, with
+        # coefficients that depend on the targets only:
+        #   negatives below (c_0 - (1 - y_b)/2) / n_neg, positives above (n_pos - c_1 - y_b/2) / n_pos,
+        #   samples above (B - c_2 - 1/2) / (B - 1).
+        inv_neg, inv_pos, inv_all = 1 / n_neg.clamp_min(1), 1 / n_pos.clamp_min(1), 1 / max(b - 1, 1)
+        scale = torch.stack([inv_neg, -inv_pos, torch.full_like(inv_pos, -inv_all)], dim=-1)  # (M, 1, 3)
+        offset = torch.stack([-0.5 * (1 - y) * inv_neg, (n_pos - 0.5 * y) * inv_pos,
+                              torch.full_like(y, (b - 0.5) * inv_all)], dim=-1)  # (M, B, 3)
+        comparisons = torch.addcmul(offset.unsqueeze(1), c, scale.unsqueeze(1))  # (M, T, B, 3)
         out = [f.unsqueeze(-1) for f in out] + [comparisons.transpose(1, 2).reshape(m, b, -1)]
         return torch.cat(out, dim=-1)
     return torch.stack(out, dim=-1)
@@ -251,13 +267,20 @@ class SetNet(nn.Module):
             s, y = scores.transpose(1, 2), target.transpose(1, 2)
         n, num_labels, b = s.shape
         s, y = s.reshape(n * num_labels, b), y.reshape(n * num_labels, b).to(scores.dtype)
+        presorted = self.kernel == "spline" and "rank" in self.features
+        if presorted:  # the loss does not depend on the samples' order: sort each set once, for the comparisons
+            s, order = s.sort(dim=-1)
+            y = y.gather(-1, order)
         feats = set_features(s, y, self.features, self.temperatures, self.sharpness, self.sign_floor, self.rank_floor,
-                             self.kernel)
-        emb = self.phi(feats)  # (M, B, E)
-        n_pos = y.sum(-1, keepdim=True)
-        pos = (emb * y.unsqueeze(-1)).sum(-2) / n_pos.clamp_min(1)
-        neg = (emb * (1 - y).unsqueeze(-1)).sum(-2) / (b - n_pos).clamp_min(1)
-        out = self.rho(torch.cat([pos, neg, n_pos / b], dim=-1)).squeeze(-1)
+                             self.kernel, presorted=presorted)
+        # phi's last layer is affine, so it commutes with the sums over the positives and the negatives: apply it to
+        # the two sums of the last hidden layer, (M, 2, B) @ (M, B, H), not to each of the B samples.
+        hidden = self.phi[:-1](feats)  # (M, B, H)
+        last = self.phi[-1]
+        counts = torch.stack([y.sum(-1), b - y.sum(-1)], dim=-1).unsqueeze(-1)  # (M, 2, 1): positives, negatives
+        sums = F.linear(torch.stack([y, 1 - y], dim=1) @ hidden, last.weight) + counts * last.bias
+        means = sums / counts.clamp_min(1)  # (M, 2, E); an empty group's mean is 0
+        out = self.rho(torch.cat([means[:, 0], means[:, 1], counts[:, 0] / b], dim=-1)).squeeze(-1)
         return out.view(n, num_labels).mean(dim=-1)
 
 
