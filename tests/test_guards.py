@@ -1,0 +1,214 @@
+"""Issue 22, item 12: tests for what the code of the last issues can get wrong and the suite did not catch.
+
+Each test here fails when one of the bugs ``scripts/mutation_check.py`` plants is in the code (the script names the
+test that catches each), and checks the behaviour against a reference of its own:
+
+- ``combine`` under ``torch.distributed``: the weight every rank uses is the one a single process computes on the
+  whole global batch (the ranks' squared gradient norms summed, not their norms);
+- ``max_length`` read from outputs is an upper bound: equal to the longest ``T`` is accepted, one less is refused;
+- sizes: ``"MB"`` / ``"GB"`` are powers of ten (SI), ``"MiB"`` / ``"GiB"`` powers of two (IEC);
+- the gradient probe's allocations, counted by the profiler, stay within the budget's chunk share;
+- a card measured on random batches is reproduced on those batches even when ``outputs=`` are given (never
+  re-measured on the outputs and labelled "held-out model outputs").
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+import metricloss as ml
+from metricloss._memory import CHUNK_SHARE, parse_budget
+from metricloss.evaluation import gradient_agreement
+from metricloss.learning.shapes import infer_shapes
+from metricloss.metrics.base import BatchMetric
+from metricloss.replay import card_batches, remeasure
+from metricloss.tasks.base import get_task
+
+combine_module = importlib.import_module("metricloss.combine")
+SMALL = {"steps": 6, "batches_per_step": 8, "validation_batches": 12, "eval_every": 3, "gradient_probe": 4,
+         "progress": False}
+
+
+# --- combine under torch.distributed ----------------------------------------------------------------------------
+
+
+class ThreadGroup:
+    """A stand-in for ``torch.distributed`` in ``combine``'s namespace: each of ``world`` threads is a rank, and
+    ``all_reduce`` sums every rank's tensor (in rank order) into each, as the collective does."""
+
+    def __init__(self, world: int) -> None:
+        self.world, self.local = world, threading.local()
+        self.barrier = threading.Barrier(world, timeout=30)
+        self.slots: list[torch.Tensor | None] = [None] * world
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def get_world_size(self) -> int:
+        return self.world
+
+    def all_reduce(self, tensor: torch.Tensor) -> None:
+        self.slots[self.local.rank] = tensor.clone()
+        self.barrier.wait()
+        total = self.slots[0].clone()
+        for part in self.slots[1:]:
+            total += part
+        self.barrier.wait()
+        tensor.copy_(total)
+
+
+def brier(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A surrogate that is a mean over samples (so the global batch's loss is the mean of the ranks' losses)."""
+    one_hot = F.one_hot(target, logits.shape[-1]).to(logits.dtype)
+    return (logits.softmax(-1) - one_hot).square().sum(-1).mean()
+
+
+def test_combine_weight_under_ranks_is_the_one_of_the_whole_global_batch(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    # Two shards whose gradient norms differ a lot (one confident, one not), so summing norms or squared norms differ.
+    logits = torch.cat([torch.randn(16, 5, generator=gen, dtype=torch.float64) * 6,
+                        torch.randn(16, 5, generator=gen, dtype=torch.float64) * 0.3])
+    target = torch.randint(0, 5, (32,), generator=gen)
+    # Reference: one process on the concatenated batch. With equal shards, the global mean loss is the mean of the
+    # shards' means, so its gradient is the shards' gradients side by side over 2: the norms' ratio is the same.
+    alone = ml.combine(F.cross_entropy, brier, momentum=0.0, distributed=False)
+    alone(logits.clone().requires_grad_(True), target)
+    expected = alone.weight
+
+    group = ThreadGroup(2)
+    monkeypatch.setattr(combine_module, "dist", group)
+    weights, errors = [None, None], []
+
+    def rank(r: int) -> None:
+        group.local.rank = r
+        try:
+            loss = ml.combine(F.cross_entropy, brier, momentum=0.0, distributed=True)
+            shard = slice(16 * r, 16 * (r + 1))
+            loss(logits[shard].clone().requires_grad_(True), target[shard])
+            weights[r] = loss.weight
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+            group.barrier.abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert weights[0] == weights[1]
+    assert weights[0] == pytest.approx(expected, rel=1e-9)
+    # the shards alone would give other weights: the reduction mattered
+    shard_weights = []
+    for r in range(2):
+        one = ml.combine(F.cross_entropy, brier, momentum=0.0, distributed=False)
+        one(logits[16 * r:16 * (r + 1)].clone().requires_grad_(True), target[16 * r:16 * (r + 1)])
+        shard_weights.append(one.weight)
+    assert all(abs(w - expected) > 1e-3 * expected for w in shard_weights)
+
+
+# --- max_length read from outputs -------------------------------------------------------------------------------
+
+
+def _sequences(lengths: list[int], vocab: int = 7) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.randn(4, t, vocab, generator=gen), torch.randint(0, vocab, (4, t), generator=gen))
+            for t in lengths]
+
+
+def test_max_length_equal_to_the_longest_output_is_accepted_and_one_less_refused():
+    outputs = _sequences([5, 9, 7])
+    assert infer_shapes("sequence", outputs, {"max_length": 9})["max_length"] == 9
+    assert infer_shapes("sequence", outputs, {"max_length": 12})["max_length"] == 12
+    with pytest.raises(ValueError, match=r"`max_length` = 8 contradicts `outputs`: item 1 .* at least 9"):
+        infer_shapes("sequence", outputs, {"max_length": 8})
+
+
+@pytest.mark.filterwarnings("ignore::metricloss.WeakSurrogateWarning")
+def test_learn_with_max_length_equal_to_the_longest_output():
+    outputs = _sequences([6, 10] * 12, vocab=9)
+    sur = ml.learn("token_f1", task="sequence", outputs=outputs, max_length=10, batch_size=4, pool_size=16,
+                   **SMALL)
+    assert sur.task.max_length == 10 and sur.task.vocab_size == 9
+
+
+# --- memory sizes -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1kB", 10**3), ("1MB", 10**6), ("1 GB", 10**9), ("1TB", 10**12), ("2.5mb", 2_500_000),
+    ("1KiB", 1024), ("1MiB", 1024 * 1024), ("1 GiB", 1024 * 1024 * 1024), ("1TiB", 1024**4), ("3mib", 3 * 1024**2),
+    ("4096", 4096), ("4096 B", 4096)])
+def test_sizes_are_si_for_mb_and_iec_for_mib(text, expected):
+    assert parse_budget(text) == expected
+
+
+# --- the gradient probe within its budget -----------------------------------------------------------------------
+
+
+def _target_prob(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return pred.softmax(-1).gather(-1, target.unsqueeze(-1)).mean()
+
+
+def _target_prob_stacked(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Vectorised over a stack: holds one working copy (the softmax) of every point it is given."""
+    return pred.softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
+def _peak_bytes(fn) -> int:
+    """The most bytes allocated at once while ``fn()`` runs, above what was held before: the profiler's CPU
+    allocation and free events, summed in time order."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.profiler.kineto_results.events(), key=lambda e: e.start_ns()):
+        if event.name() == "[memory]":
+            live += event.nbytes()
+            peak = max(peak, live)
+    assert peak > 0, "the profiler recorded no allocation"
+    return peak
+
+
+@pytest.mark.parametrize("room", [20, 25, 30, 60, 84, 100, 168])  # chunk shares, in copies of one batch
+def test_the_gradient_probe_holds_no_more_than_the_budgets_chunk_share(room):
+    task = get_task("classification", num_classes=64)
+    metric = BatchMetric("target_prob", _target_prob, True, _target_prob_stacked)
+    pred, target = task.random_batches(3, 64, torch.Generator().manual_seed(0))
+    budget = int(pred[0].nbytes * room / CHUNK_SHARE)
+    peak = _peak_bytes(lambda: gradient_agreement(task.baseline, metric, pred, target, directions=16,
+                                                  memory_budget=budget))
+    assert peak <= CHUNK_SHARE * budget, f"{peak / pred[0].nbytes:.1f} batch copies held, room for {room}"
+
+
+# --- reproducing a card measured on random batches ----------------------------------------------------------------
+
+
+def _class_outputs(n: int = 30) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(3)
+    return [(torch.randn(16, 5, generator=gen) * 2, torch.randint(0, 5, (16,), generator=gen)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["learn", "uniloss"])
+def test_a_random_batch_card_is_reproduced_on_its_own_batches_even_given_outputs(kind):
+    common = {"num_classes": 5, "batch_size": 16, "progress": False}
+    if kind == "learn":
+        loss = ml.learn("accuracy", pool_size=24, **common, **{k: v for k, v in SMALL.items() if k != "progress"})
+    else:
+        loss = ml.build_uniloss("accuracy", validation_batches=6, num_classes=5, batch_size=16)
+    assert loss.report.validation == "random batches (G_R)"
+    outputs = _class_outputs()
+    own, given = card_batches(loss), card_batches(loss, outputs=outputs)
+    assert given.validation == own.validation == "random batches (G_R)"
+    assert torch.equal(given.pred, own.pred) and torch.equal(given.target, own.target)
+    again = remeasure(loss, outputs=outputs)
+    assert again.validation == "random batches (G_R)"
+    assert (again.spearman, again.kendall) == (loss.report.spearman, loss.report.kendall)
