@@ -136,6 +136,8 @@ LATER = [
          [("start = rank * base + min(rank, extra)", "start = rank * base")]),
     _bug("metric workers' values not oriented higher-is-better", "learning/distributed.py",
          [("return self.metric.oriented(values)", "return values")]),
+    _bug("each rank's share of the gathered losses' gradient divided by the world size", "learning/distributed.py",
+         [("return grad[start:stop], None", "return grad[start:stop] / world()[1], None")]),
     # shapes
     _bug("max_length equal to the longest T in the outputs rejected", "learning/shapes.py",
          [("(s[key] > value if key in UPPER_BOUNDS", "(s[key] >= value if key in UPPER_BOUNDS")], *SHAPES),

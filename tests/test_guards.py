@@ -14,8 +14,10 @@ test that catches each), and checks the behaviour against a reference of its own
 
 from __future__ import annotations
 
+import concurrent.futures as futures
 import importlib
 import threading
+import types
 
 import pytest
 import torch
@@ -23,10 +25,13 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import metricloss as ml
-from metricloss._memory import CHUNK_SHARE, parse_budget
-from metricloss.evaluation import gradient_agreement
+from metricloss._memory import CHUNK_SHARE, chunk_count, parse_budget
+from metricloss.evaluation import gradient_agreement, metric_changes
+from metricloss.learning import distributed
+from metricloss.learning.batches import TimedMetric
+from metricloss.learning.distributed import SharedMetric, gather_losses, rank_share
 from metricloss.learning.shapes import infer_shapes
-from metricloss.metrics.base import BatchMetric
+from metricloss.metrics.base import BatchMetric, as_metric
 from metricloss.replay import card_batches, remeasure
 from metricloss.tasks.base import get_task
 
@@ -39,12 +44,13 @@ SMALL = {"steps": 6, "batches_per_step": 8, "validation_batches": 12, "eval_ever
 
 
 class ThreadGroup:
-    """A stand-in for ``torch.distributed`` in ``combine``'s namespace: each of ``world`` threads is a rank, and
-    ``all_reduce`` sums every rank's tensor (in rank order) into each, as the collective does."""
+    """A stand-in for ``torch.distributed`` (patched into a module's namespace): each of ``world`` threads is a rank
+    (:func:`on_ranks` sets ``local.rank``); ``all_reduce`` sums every rank's tensor in rank order into each and
+    ``all_gather`` hands every rank all of them, as the gloo collectives do."""
 
     def __init__(self, world: int) -> None:
         self.world, self.local = world, threading.local()
-        self.barrier = threading.Barrier(world, timeout=30)
+        self.barrier_ = threading.Barrier(world, timeout=30)
         self.slots: list[torch.Tensor | None] = [None] * world
 
     def is_available(self) -> bool:
@@ -56,14 +62,54 @@ class ThreadGroup:
     def get_world_size(self) -> int:
         return self.world
 
-    def all_reduce(self, tensor: torch.Tensor) -> None:
+    def get_rank(self) -> int:
+        return self.local.rank
+
+    def get_backend(self) -> str:
+        return "gloo"
+
+    def barrier(self) -> None:
+        self.barrier_.wait()
+
+    def _exchange(self, tensor: torch.Tensor) -> list[torch.Tensor]:
         self.slots[self.local.rank] = tensor.clone()
-        self.barrier.wait()
-        total = self.slots[0].clone()
-        for part in self.slots[1:]:
+        self.barrier_.wait()
+        parts = [t.clone() for t in self.slots]
+        self.barrier_.wait()
+        return parts
+
+    def all_reduce(self, tensor: torch.Tensor) -> None:
+        parts = self._exchange(tensor)
+        total = parts[0]
+        for part in parts[1:]:
             total += part
-        self.barrier.wait()
         tensor.copy_(total)
+
+    def all_gather(self, out: list[torch.Tensor], tensor: torch.Tensor) -> None:
+        for dest, part in zip(out, self._exchange(tensor), strict=True):
+            dest.copy_(part)
+
+
+def on_ranks(group: ThreadGroup, fn) -> list:
+    """``fn(rank)`` on every rank of ``group``, each in its own thread; the results in rank order."""
+    results, errors = [None] * group.world, []
+
+    def run(rank: int) -> None:
+        group.local.rank = rank
+        try:
+            results[rank] = fn(rank)
+        except Exception as err:  # pragma: no cover - re-raised below
+            errors.append(err)
+            group.barrier_.abort()
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(group.world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def brier(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -86,25 +132,14 @@ def test_combine_weight_under_ranks_is_the_one_of_the_whole_global_batch(monkeyp
 
     group = ThreadGroup(2)
     monkeypatch.setattr(combine_module, "dist", group)
-    weights, errors = [None, None], []
 
-    def rank(r: int) -> None:
-        group.local.rank = r
-        try:
-            loss = ml.combine(F.cross_entropy, brier, momentum=0.0, distributed=True)
-            shard = slice(16 * r, 16 * (r + 1))
-            loss(logits[shard].clone().requires_grad_(True), target[shard])
-            weights[r] = loss.weight
-        except Exception as err:  # pragma: no cover - reported below
-            errors.append(err)
-            group.barrier.abort()
+    def rank(r: int) -> float:
+        loss = ml.combine(F.cross_entropy, brier, momentum=0.0, distributed=True)
+        shard = slice(16 * r, 16 * (r + 1))
+        loss(logits[shard].clone().requires_grad_(True), target[shard])
+        return loss.weight
 
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    weights = on_ranks(group, rank)
     assert weights[0] == weights[1]
     assert weights[0] == pytest.approx(expected, rel=1e-9)
     # the shards alone would give other weights: the reduction mattered
@@ -212,3 +247,116 @@ def test_a_random_batch_card_is_reproduced_on_its_own_batches_even_given_outputs
     again = remeasure(loss, outputs=outputs)
     assert again.validation == "random batches (G_R)"
     assert (again.spearman, again.kendall) == (loss.report.spearman, loss.report.kendall)
+
+
+# --- learning's work split across ranks --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5])
+def test_rank_shares_partition_the_items_in_order(world):
+    for n in range(0, 23):
+        shares = [rank_share(n, r, world) for r in range(world)]
+        assert [i for a, b in shares for i in range(a, b)] == list(range(n))
+        sizes = [b - a for a, b in shares]
+        assert max(sizes) - min(sizes) <= 1
+
+
+def _lower_is_better_metric():
+    task = get_task("ordinal", num_classes=6)
+    return task, as_metric("mae", None, task.metrics)
+
+
+@pytest.mark.parametrize("n", [2, 3, 7])
+def test_a_metric_shared_across_ranks_gives_the_serial_values(monkeypatch, n):
+    task, metric = _lower_is_better_metric()
+    pred, target = task.random_batches(n, 8, torch.Generator().manual_seed(n))
+    serial = TimedMetric(metric)(pred, target)
+    assert torch.equal(serial, -metric.evaluate(pred, target))  # oriented: higher is better
+    group = ThreadGroup(3)
+    monkeypatch.setattr(distributed, "dist", group)
+    values = on_ranks(group, lambda r: SharedMetric(metric, distributed=True)(pred, target))
+    for v in values:
+        torch.testing.assert_close(v, serial, rtol=0, atol=0)
+
+
+def test_metric_workers_give_the_serial_oriented_values(monkeypatch):
+    """The worker pool's pieces, in order and oriented (threads stand in for the spawned processes)."""
+    task, metric = _lower_is_better_metric()
+    pred, target = task.random_batches(11, 8, torch.Generator().manual_seed(0))
+    pool = types.SimpleNamespace(ProcessPoolExecutor=lambda n, mp_context=None: futures.ThreadPoolExecutor(n))
+    monkeypatch.setattr(distributed, "futures", pool)
+    shared = SharedMetric(metric, workers=2)
+    try:
+        values = shared(pred, target)
+    finally:
+        shared.close()
+    assert torch.equal(values, TimedMetric(metric)(pred, target))
+
+
+def test_gathered_losses_give_each_rank_its_share_of_the_full_gradient(monkeypatch):
+    n = 7
+    full = torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    weights = torch.linspace(-1, 2, n, dtype=torch.float64)
+
+    def objective(losses: torch.Tensor) -> torch.Tensor:
+        return (weights * losses).sum() + losses.square().sum() * losses.mean()
+
+    x = full.clone().requires_grad_(True)
+    objective(x).backward()
+    group = ThreadGroup(3)
+    monkeypatch.setattr(distributed, "dist", group)
+
+    def rank(r: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = rank_share(n, r, 3)
+        local = full[a:b].clone().requires_grad_(True)
+        gathered = gather_losses(local, n)
+        objective(gathered).backward()
+        return gathered.detach(), local.grad
+
+    for r, (gathered, grad) in enumerate(on_ranks(group, rank)):
+        a, b = rank_share(n, r, 3)
+        assert torch.equal(gathered, full)
+        torch.testing.assert_close(grad, x.grad[a:b], rtol=1e-12, atol=1e-12)
+
+
+# --- more shapes, memory and probe checks ------------------------------------------------------------------------
+
+
+def test_max_length_inferred_is_the_longest_batch_whatever_its_place():
+    for lengths in ([5, 9, 7], [9, 5, 7], [5, 7, 9]):
+        assert infer_shapes("sequence", _sequences(lengths), {})["max_length"] == 9
+
+
+@pytest.mark.parametrize("copies", [1.0, 2.5, 4.0, 84.0])
+@pytest.mark.parametrize("budget", [10_000, 123_457, 2**21])
+def test_chunk_count_fits_its_items_with_their_copies_in_the_chunk_share(copies, budget):
+    for item in (1, 7, 100, 999, 5000):
+        n = chunk_count(item, budget, 10**9, copies)
+        held = n * int(item * copies)
+        assert n == 1 or held <= CHUNK_SHARE * budget  # one item is the smallest unit of work
+        assert (n + 1) * int(item * copies) > CHUNK_SHARE * budget  # and no more would fit
+        assert chunk_count(item, budget, 3, copies) == min(3, n)
+
+
+def test_metric_changes_are_the_antithetic_differences_a_loop_computes():
+    task = get_task("classification", num_classes=5)
+    metric = BatchMetric("target_prob", _target_prob, True, _target_prob_stacked)
+    pred, target = task.random_batches(3, 6, torch.Generator().manual_seed(0))
+    pred = pred.double()
+    deltas, changes = metric_changes(metric, pred, target, 4, 0.3, torch.Generator().manual_seed(1))
+    assert deltas.shape == (3, 4, 6, 5) and changes.shape == (3, 4)
+    for i in range(3):
+        s = pred[i].std()
+        for k in range(4):
+            step = 0.3 * s * deltas[i, k]
+            expected = _target_prob(pred[i] + step, target[i]) - _target_prob(pred[i] - step, target[i])
+            assert float(changes[i, k]) == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
+    again, _ = metric_changes(metric, pred, target, 4, 0.3, torch.Generator().manual_seed(1))
+    assert torch.equal(again, deltas)  # the directions are the generator's first draws
+
+
+def test_a_card_is_reproduced_with_the_runs_own_seed():
+    loss = ml.learn("accuracy", num_classes=5, batch_size=16, pool_size=24, seed=3, **SMALL)
+    again = remeasure(loss)
+    assert (again.spearman, again.gradient_agreement) == (loss.report.spearman, loss.report.gradient_agreement)
+    assert card_batches(loss).probe["seed"] == 3
