@@ -22,6 +22,7 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch.profiler import ProfilerActivity, profile
 
 import metricloss as ml
@@ -360,3 +361,40 @@ def test_a_card_is_reproduced_with_the_runs_own_seed():
     again = remeasure(loss)
     assert (again.spearman, again.gradient_agreement) == (loss.report.spearman, loss.report.gradient_agreement)
     assert card_batches(loss).probe["seed"] == 3
+
+
+# --- the output recorder -------------------------------------------------------------------------------------------
+
+
+def _numbered(i: int, rows: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``i`` of ``rows`` samples, its index readable from its target."""
+    return torch.full((rows, 3), float(i)), torch.full((rows,), i, dtype=torch.int64)
+
+
+def test_recorder_with_every_keeps_each_candidate_with_equal_probability():
+    # Algorithm R over the candidates (every 3rd batch offered): each of the 12 is kept with probability k / 12,
+    # k = 3, whatever the batches offered between them. 400 seeded runs, chi-square against the uniform rate.
+    runs, counts = 400, torch.zeros(12)
+    nbytes = sum(x.nbytes for x in _numbered(0))
+    for seed in range(runs):
+        rec = ml.OutputRecorder(max_bytes=3 * nbytes, every=3, seed=seed)
+        for i in range(36):
+            rec.record(*_numbered(i))
+        kept = [int(t[0]) for _, t in rec]
+        assert all(i % 3 == 0 for i in kept)
+        counts[[i // 3 for i in kept]] += 1
+    assert counts.sum() == 3 * runs
+    assert stats.chisquare(counts.numpy(), [runs * 3 / 12] * 12).pvalue > 1e-3, counts
+
+
+def test_recorder_evicts_as_many_batches_as_a_much_larger_one_needs():
+    small = sum(x.nbytes for x in _numbered(0, rows=1))
+    for seed in range(5):
+        rec = ml.OutputRecorder(max_bytes=8 * small, seed=seed)
+        for i in range(8):
+            rec.record(*_numbered(i, rows=1))
+        for i in range(8, 40):
+            rec.record(*_numbered(i, rows=5))  # five times the bytes of a small one
+            assert rec.nbytes <= rec.max_bytes
+            assert rec.nbytes == sum(p.nbytes + t.nbytes for p, t in rec)
+        assert any(p.shape[0] == 5 for p, _ in rec)  # large batches did enter
