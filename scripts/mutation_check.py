@@ -77,7 +77,7 @@ LEARNING = [
 
 
 def _bug(bug: str, file: str, edits: list[tuple[str, str]], *tests: str) -> Mutation:
-    return Mutation(bug, f"{PKG}/{file}", tuple(edits), (GUARDS, *tests))
+    return Mutation(bug, f"{PKG}/{file}", tuple(edits), (*tests, GUARDS))  # the module's own tests run first
 
 
 COMBINE = ("tests/test_combine.py", "tests/test_combine_gate.py")
@@ -128,9 +128,8 @@ LATER = [
            "if self._items and self._bytes + size > self.max_bytes:")], *RECORDING),
     _bug("recorder stores a view of the caller's tensor", "recording.py",
          [('x.to("cpu", copy=True, memory_format=torch.contiguous_format)', 'x.to("cpu")')], *RECORDING),
-    _bug("recorder yields its batches in storage order, not recording order", "recording.py",
-         [("for _, pred, target in sorted(self._items, key=lambda item: item[0]):",
-           "for _, pred, target in self._items:")], *RECORDING),
+    _bug("recorder's reservoir one batch larger than what fitted", "recording.py",
+         [("self.capacity = max(len(self._items), 1)", "self.capacity = len(self._items) + 1")], *RECORDING),
     # distributed
     _bug("rank shares overlap when the items do not divide evenly", "learning/distributed.py",
          [("start = rank * base + min(rank, extra)", "start = rank * base")]),
