@@ -21,7 +21,7 @@ DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 #: Shares of the budget: the G_R pool, the held-out batches, and one chunk of any measurement.
 POOL_SHARE, HELDOUT_SHARE, CHUNK_SHARE = 0.5, 0.25, 0.125
 #: Copies of a batch's predictions the gradient probe holds per direction (the direction, the two antithetic
-#: points, the scaled step, and the metric's working copy), and beyond the directions (input, gradient, graph).
+#: points, and the metric's working copy of each point), and beyond the directions (input, gradient, graph).
 PROBE_COPIES, PROBE_EXTRA = 5, 4
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,

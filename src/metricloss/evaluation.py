@@ -159,8 +159,14 @@ def metric_changes(
     pred = pred.detach()
     deltas = torch.randn((n, k, *pred.shape[1:]), generator=generator, dtype=pred.dtype)
     scale = pred.flatten(1).std(dim=1).clamp_min(1e-6).view(n, 1, *[1] * (pred.dim() - 1))
-    step = sigma * scale * deltas
-    both = torch.cat([pred.unsqueeze(1) + step, pred.unsqueeze(1) - step], dim=1).flatten(0, 1)
+    # The two antithetic points written into one buffer (the step first, then each point from it), so the probe
+    # holds the directions and the points, not also the step and the points twice (see _memory.PROBE_COPIES).
+    both = torch.empty((n, 2 * k, *pred.shape[1:]), dtype=pred.dtype)
+    step, minus = both[:, :k], both[:, k:]
+    torch.mul(sigma * scale, deltas, out=step)
+    torch.sub(pred.unsqueeze(1), step, out=minus)
+    step.add_(pred.unsqueeze(1))  # now the + points: the same sums as pred + step
+    both = both.flatten(0, 1)
     tgt = target.unsqueeze(1).expand(n, 2 * k, *target.shape[1:]).flatten(0, 1)
     values = metric.oriented(metric.evaluate(both, tgt)).view(n, 2 * k)
     return deltas, (values[:, :k] - values[:, k:]).to(pred.dtype)
@@ -236,6 +242,7 @@ def gradient_agreement(
         with torch.enable_grad():
             (grads,) = torch.autograd.grad(loss_fn(x, t).sum(), x)
         corrs.append(directional_correlation(grads, deltas, changes))
+        del deltas, changes, x, grads  # not held while the next chunk's copies are made
     allc = torch.cat(corrs)
     valid = allc[~torch.isnan(allc)]
     return float(valid.mean()) if valid.numel() else float("nan")

@@ -88,7 +88,8 @@ def card_batches(loss: MetricLoss, metric: BatchMetric | None = None, *,
         loss: a loss with a report (learned, UniLoss or non-parametric, e.g. from :func:`metricloss.load`).
         metric: the metric (default: the report's); a family whose generator depends on the metric (class-averaged
             classification metrics) draws for it, as the builder did.
-        outputs: the model outputs the builder was given, for a report measured on held-out model outputs.
+        outputs: the model outputs the builder was given, for a report measured on held-out model outputs. A report
+            measured on random batches is reproduced on those (drawn again, labelled so) whatever ``outputs`` holds.
 
     Raises:
         ValueError: the loss has no report or no task, or its report was measured on model outputs and none were
