@@ -21,6 +21,7 @@ import types
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from scipy import stats
 from torch.profiler import ProfilerActivity, profile
@@ -47,7 +48,9 @@ SMALL = {"steps": 6, "batches_per_step": 8, "validation_batches": 12, "eval_ever
 class ThreadGroup:
     """A stand-in for ``torch.distributed`` (patched into a module's namespace): each of ``world`` threads is a rank
     (:func:`on_ranks` sets ``local.rank``); ``all_reduce`` sums every rank's tensor in rank order into each and
-    ``all_gather`` hands every rank all of them, as the gloo collectives do."""
+    ``all_gather`` hands every rank all of them, as the gloo collectives do; ``op=ReduceOp.MAX`` takes the largest."""
+
+    ReduceOp = dist.ReduceOp
 
     def __init__(self, world: int) -> None:
         self.world, self.local = world, threading.local()
@@ -79,11 +82,11 @@ class ThreadGroup:
         self.barrier_.wait()
         return parts
 
-    def all_reduce(self, tensor: torch.Tensor) -> None:
+    def all_reduce(self, tensor: torch.Tensor, op: object = dist.ReduceOp.SUM) -> None:
         parts = self._exchange(tensor)
         total = parts[0]
         for part in parts[1:]:
-            total += part
+            total = torch.maximum(total, part) if op == dist.ReduceOp.MAX else total + part
         tensor.copy_(total)
 
     def all_gather(self, out: list[torch.Tensor], tensor: torch.Tensor) -> None:
