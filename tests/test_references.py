@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import cohen_kappa_score, f1_score
 
+import metricloss as ml
+from metricloss.evaluation import measure
 from metricloss.references import Reference, for_task
 from metricloss.references import classification as rc
 from metricloss.references import pose as rp
@@ -179,3 +181,32 @@ def test_training_only_references_say_what_they_need_and_are_left_out_of_ranking
 
 def test_unknown_family_has_no_references():
     assert for_task(object()) == []
+
+
+@pytest.mark.parametrize("name", ["label smoothing", "focal", "logit-adjusted CE", "class-balanced CE", "LDAM"])
+def test_padded_absent_classes_give_the_value_of_the_cut_batch(name):
+    if name == "focal":
+        pytest.importorskip("monai", reason="focal comes from MONAI")
+    z = torch.randn(2, 6, 3, generator=GEN, dtype=torch.float64)
+    y = torch.randint(0, 3, (2, 6), generator=GEN)
+    padded = torch.cat([z, torch.full((2, 6, 2), float("-inf"), dtype=torch.float64)], dim=-1)
+    counts = torch.tensor([0, 0, 1, 2, 2, 2, 2])          # the classes a recorded run saw; 3 and 4 never
+    cut = next(r for r in for_task(get_task("classification", num_classes=3), counts[counts < 3]) if r.name == name)
+    wide = next(r for r in for_task(get_task("classification", num_classes=5), counts) if r.name == name)
+    if name in {"logit-adjusted CE", "class-balanced CE", "LDAM"}:   # frequencies of unseen classes differ: finite
+        assert bool(torch.isfinite(wide(padded, y)).all())
+    else:
+        assert torch.allclose(wide(padded, y), cut(z, y), atol=1e-10)
+
+
+def test_a_reference_that_cannot_score_the_batches_is_left_out_of_the_verdict_with_a_warning():
+    task = get_task("classification", num_classes=4)
+    pred, target = task.random_batches(8, 16, torch.Generator().manual_seed(0))
+    metric = ml.metrics.base.as_metric("accuracy", None, task.metrics)
+    broken = Reference("broken", "classification", "here", lambda p, t: torch.full((p.shape[0],), float("inf")))
+    raising = Reference("raising", "classification", "here", lambda p, t: 1 / 0)
+    with pytest.warns(UserWarning, match="'broken' left out of the verdict"):
+        report = measure(task.baseline, task, metric, (pred, target), method="baseline", validation="random",
+                         references=[broken, raising, *for_task(task)])
+    names = {c.against for c in report.verdict.references}
+    assert "broken" not in names and "raising" not in names and "label smoothing" in names

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -418,7 +419,19 @@ def _verdict(losses_of: StackedLoss, task: Task, heldout: tuple[torch.Tensor, to
     """:func:`measure`'s verdict (:mod:`metricloss.verdict`): the rankings it measured, those on the random check
     ``(pred, target, oriented metric values)``, the gradients on the first held-out batches, and the reference
     losses on the same batches, each in chunks sized by ``budget``."""
-    against = [(ref.name, *_reference_losses(ref, heldout, check, budget)) for ref in references]
+    against = []
+    for ref in references:  # a reference that cannot score these batches is left out, never the report
+        try:
+            held, checked = _reference_losses(ref, heldout, check, budget)
+        except Exception as err:  # a third-party loss may raise anything
+            warnings.warn(f"reference loss {ref.name!r} left out of the verdict: {type(err).__name__}: {err}",
+                          stacklevel=3)
+            continue
+        if not all(x is None or bool(torch.isfinite(x).all()) for x in (held, checked)):
+            warnings.warn(f"reference loss {ref.name!r} left out of the verdict: it is not finite on every batch "
+                          "(e.g. classes absent from a batch, whose logits are -inf)", stacklevel=3)
+            continue
+        against.append((ref.name, held, checked))
     pred, target = (x[:GRADIENT_BATCHES] for x in heldout)
     item = pred[0].nbytes + target[0].nbytes
     gradient = compare_gradients(losses_of, task.baseline, pred if dtype is None else pred.to(dtype), target,

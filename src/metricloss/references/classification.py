@@ -53,21 +53,29 @@ def class_counts(targets: torch.Tensor | None, num_classes: int) -> torch.Tensor
 
 
 def label_smoothing_cross_entropy(pred: torch.Tensor, target: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
-    """Cross-entropy with label smoothing, per batch.
+    r"""Cross-entropy with label smoothing, per batch: :math:`(1-arepsilon)\,(-\log p_y) + arepsilon\,
+    \overline{(-\log p_c)}`, the mean over the classes present (absent classes, whose logits are ``-inf``, as in the
+    library's padded stacks, are left out of the mean); with every class present it is
+    ``F.cross_entropy(..., label_smoothing=smoothing)``.
 
     Example:
-        >>> z, y = torch.tensor([[2.0, 0.0]]), torch.tensor([0])
-        >>> bool(label_smoothing_cross_entropy(z, y, 0.0) == F.cross_entropy(z, y))
+        >>> z, y = torch.tensor([[2.0, 0.0, 1.0]]), torch.tensor([0])
+        >>> bool(torch.isclose(label_smoothing_cross_entropy(z, y), F.cross_entropy(z, y, label_smoothing=0.1)))
         True
     """
-    return _ce(pred, target, label_smoothing=smoothing)
+    logp = torch.log_softmax(pred, dim=-1)
+    present = torch.isfinite(pred)
+    nll = -logp.gather(-1, target.long().unsqueeze(-1)).squeeze(-1)
+    spread = -logp.where(present, 0).sum(-1) / present.sum(-1).clamp_min(1)
+    return ((1 - smoothing) * nll + smoothing * spread).mean(dim=-1)
 
 
 def focal_loss(pred: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     r"""MONAI's focal loss on the softmax of ``pred``, summed over classes and averaged over the batch:
     :math:`-\frac1B\sum_i (1 - p_{i,y_i})^\gamma \log p_{i,y_i}`. Needs ``pip install 'metricloss[references]'``."""
     losses = require("monai.losses", "references", "the focal reference loss")
-    flat, t = pred.flatten(0, -2), target.flatten().long()
+    # absent classes (-inf logits) get a finite floor: probability 0 either way, and no 0 * inf in MONAI's sum
+    flat, t = pred.flatten(0, -2).clamp_min(torch.finfo(torch.float32).min / 8), target.flatten().long()
     fl = losses.FocalLoss(gamma=gamma, use_softmax=True, to_onehot_y=True, reduction="none")
     per_sample = fl(flat.unsqueeze(-1), t.view(-1, 1, 1)).sum(dim=1).flatten()
     return _per_batch(per_sample, target)
