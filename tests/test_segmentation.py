@@ -306,3 +306,19 @@ def test_cli_learn_and_evaluate_segmentation(tmp_path, capsys):
     assert sur.task.config() == {"num_classes": 3, "image_size": [16, 16], "ignore_index": 255}
     assert cli.main(["evaluate", str(out), "--batches", "8", "--metric", "pixel_accuracy"]) == 0
     assert "pixel_accuracy" in capsys.readouterr().out
+
+
+def test_the_memory_budget_holds_at_a_larger_size():
+    """The pool and the held-out batches are sized by ``batch_nbytes`` against the budget (a small budget at 128 x 128
+    stands for the default one at 1024 x 2048, where one batch of 8 is 1.4 GB); a budget too small for two batches is
+    an error that says what to pass."""
+    task = SegmentationTask(4, image_size=128)
+    nbytes = task.batch_nbytes(2)
+    assert nbytes == 2 * 128 * 128 * (4 * 4 + 8)
+    budget = 12 * nbytes  # the pool may take 6 batches, the held-out set 3
+    sur = ml.learn("miou", task="segmentation", num_classes=4, image_size=128, batch_size=2, steps=2,
+                   batches_per_step=4, validation_batches=8, memory_budget=budget, progress=False, seed=0)
+    assert sur.report.settings["pool_size"] == 6 and sur.report.n_validation_batches == 3
+    with pytest.raises(ValueError, match=r"`memory_budget` .* too small"):
+        ml.learn("miou", task="segmentation", num_classes=4, image_size=128, batch_size=2, steps=1, progress=False,
+                 memory_budget=3 * nbytes)
