@@ -136,13 +136,72 @@ def test_full_resolution_statistics_match_a_naive_loop():
     assert torch.allclose(stats[:, :len(FULL_FEATURES)], _naive_full(z, y).to(stats.dtype), atol=1e-9)
 
 
+def _naive_scale(z, y, f):
+    """The pooled-scale statistics of one batch (one factor ``f``, sides multiples of ``f``) by explicit loops."""
+    b, c, h, w = z.shape
+    p = z.double().softmax(dim=1) * (y != 255).unsqueeze(1)
+    onehot = torch.zeros(b, c, h, w, dtype=torch.float64)
+    for i in range(b):
+        for r in range(h):
+            for s in range(w):
+                if int(y[i, r, s]) != 255:
+                    onehot[i, int(y[i, r, s]), r, s] = 1.0
+    hh, ww = h // f, w // f
+
+    def blocks(x):
+        return torch.tensor([[[[float(x[i, k, r * f:(r + 1) * f, s * f:(s + 1) * f].mean()) for s in range(ww)]
+                               for r in range(hh)] for k in range(c)] for i in range(b)], dtype=torch.float64)
+
+    def band(x):
+        out = torch.zeros_like(x)
+        for r in range(hh):
+            for s in range(ww):
+                for dr, ds in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+                    if 0 <= r + dr < hh and 0 <= s + ds < ww:
+                        out[..., r, s] += (x[..., r, s] - x[..., r + dr, s + ds]).abs()
+        return out
+
+    q, t = blocks(p), blocks(onehot)
+    bt, bp = band(t), band(q)
+
+    def tot(x):
+        return x.sum(dim=(0, 2, 3))
+
+    def ratio(a, d):
+        return a / d.clamp_min(1.0)
+
+    it, ip = tot(bt * q * t), tot(bp * q * t)
+    pt, tt, pp, tp = tot(bt * q), tot(bt * t), tot(bp * q), tot(bp * t)
+    both = tot(bp * bt)
+    cols = [ratio(tot(q * t), tot(q * q) + tot(t * t) - tot(q * t)), ratio(it, tt), ratio(it, pt),
+            ratio(it, pt + tt - it), ratio(ip, tp), ratio(ip, pp), ratio(ip, pp + tp - ip), ratio(both, tot(bp)),
+            ratio(both, tot(bt)), ratio(tot(bt), tot(t)), ratio(tot(bp), tot(q))]
+    return torch.stack(cols, dim=-1)
+
+
+def test_pooled_scale_statistics_match_a_naive_loop():
+    z, y = _batch(b=2, c=3, h=16, w=8)
+    stats = segmentation_statistics(z.double(), y, scales=(4,))
+    assert torch.allclose(stats[:, len(FULL_FEATURES):], _naive_scale(z, y, 4), atol=1e-9)
+
+
+def test_large_images_pool_by_larger_factors_to_the_grid():
+    z, y = _batch(b=1, c=3, h=64, w=32)
+    big_z = z.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    big_y = y.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    # at 256 x 128 with grid 16 the factors 4, 8 become 16, 32: the same pooled maps as 4, 8 on the image 4x smaller
+    small = segmentation_statistics(z, y, scales=(4, 8))
+    large = segmentation_statistics(big_z, big_y, scales=(4, 8), grid=16)
+    assert torch.allclose(small, large, atol=1e-5)
+
+
 def test_fused_full_resolution_pass_matches_autograd_values_and_gradients():
     z, y = _batch(b=2, c=5, h=10, w=13)  # 10 x 13 is not a multiple of 4: padded blocks
     z = z.double().requires_grad_()
     for sharpness in (1.0, 3.0):
         valid = y != 255
         yc = torch.where(valid, y, 0)
-        q, py, _ = seg._PooledSoftmax.apply(z, yc, valid.double(), 4, sharpness)
+        q, py = seg._PooledSoftmax.apply(z, yc, valid.double(), 4, sharpness)
         weights = torch.randn_like(q), torch.randn_like(py)
         (g_fused,) = torch.autograd.grad((q * weights[0]).sum() + (py * weights[1]).sum(), z)
         p = (z * sharpness).softmax(dim=1) * valid.unsqueeze(1)

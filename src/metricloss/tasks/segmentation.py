@@ -97,6 +97,9 @@ SCALE_FEATURES = ("tanimoto", "tband_recall", "tband_precision", "tband_iou", "p
                   "pband_iou", "boundary_precision", "boundary_recall", "tband_mass", "pband_mass")
 #: The log-share feature's floor: :math:`\log(T_c / n)` is clamped at this and scaled to ``[0, 1]``.
 LOG_SHARE_FLOOR = -14.0
+#: The default net pools images whose longer side exceeds 4 x 64 = 256 pixels by larger factors, so that its first
+#: pooled map has at most this many pixels a side (at 512 x 512 the factors 8, 16, 32; at 1024 x 2048, 32, 64, 128).
+DEFAULT_GRID = 64
 #: Logits G_R renders at once (bounds its temporaries; at least one image at a time).
 GEN_ELEMENTS = 1 << 23
 #: Logits in one learning step's default batches (sets :attr:`SegmentationTask.default_batches_per_step`).
@@ -157,7 +160,12 @@ def _band(x: torch.Tensor) -> torch.Tensor:
     ``(2, 42, 64, 64)``), and like it a band of about two pooled pixels around each boundary."""
     dh = (x[..., 1:] - x[..., :-1]).abs()
     dv = (x[..., 1:, :] - x[..., :-1, :]).abs()
-    return F.pad(dh, (1, 0)) + F.pad(dh, (0, 1)) + F.pad(dv, (0, 0, 1, 0)) + F.pad(dv, (0, 0, 0, 1))
+    band = torch.zeros_like(x)
+    band[..., 1:] += dh
+    band[..., :-1] += dh
+    band[..., 1:, :] += dv
+    band[..., :-1, :] += dv
+    return band
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor, floor: float) -> torch.Tensor:
@@ -201,27 +209,28 @@ class _PooledSoftmax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, f: int,
+    def forward(ctx: Any, z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, f: int,
                 sharpness: float) -> tuple[torch.Tensor, torch.Tensor]:
         p = (z * sharpness if sharpness != 1 else z).softmax(dim=1)
         if valid is not None:
             p.mul_(valid.unsqueeze(1))
         py = p.gather(1, y.unsqueeze(1)).squeeze(1)
-        return _pool(p, f), py, p
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
-        z, y, valid, f, sharpness = inputs
-        _, py, p = output
-        ctx.mark_non_differentiable(p)
+        ctx.set_materialize_grads(False)  # no full-size zeros for an output the caller does not use
         ctx.save_for_backward(z, y, valid, p, py)
         ctx.f, ctx.sharpness = f, sharpness
+        return _pool(p, f), py
 
     @staticmethod
-    def backward(ctx: Any, gq: torch.Tensor, gpy: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, gq: torch.Tensor | None, gpy: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         z, y, valid, p, py = ctx.saved_tensors
         f, t = ctx.f, ctx.sharpness
         m, c, h, w = p.shape
+        if gq is None and gpy is None:
+            return None, None, None, None, None
+        if gq is None:
+            gq = torch.zeros(m, c, -(-h // f), -(-w // f), dtype=p.dtype, device=p.device)
+        if gpy is None:
+            gpy = torch.zeros_like(py)
         if torch.is_grad_enabled():  # create_graph: differentiable ops, so the gradient has a gradient
             pd = (z * t).softmax(dim=1)
             if valid is not None:
@@ -229,23 +238,34 @@ class _PooledSoftmax(torch.autograd.Function):
             up = gq.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)[..., :h, :w] / (f * f)
             a = up.scatter_add(1, y.unsqueeze(1), gpy.unsqueeze(1))
             return t * (pd * a - pd * (pd * a).sum(dim=1, keepdim=True)), None, None, None, None
-        padded = _pad_to(p, f)
-        hp, wp = padded.shape[-2:]
-        gp = padded.view(m, c, hp // f, f, wp // f, f) * (gq / (f * f))[:, :, :, None, :, None]
-        gp = gp.view(m, c, hp, wp)[..., :h, :w]
+        gp = F.interpolate(gq / (f * f), scale_factor=f, mode="nearest") if f > 1 else gq.clone()
+        gp = gp[..., :h, :w].mul_(p)
         pg = (py * gpy).unsqueeze(1)
         s = gp.sum(dim=1, keepdim=True).add_(pg)
         grad = gp.addcmul_(p, s, value=-1).scatter_add_(1, y.unsqueeze(1), pg)
         return (grad.mul_(t) if t != 1 else grad), None, None, None, None
 
 
+def _scaled(scales: tuple[int, ...], side: int, grid: int | None) -> tuple[int, ...]:
+    """``scales`` times the least power of two that brings the first pooled map to at most ``grid`` pixels a side
+    (``None``: as given)."""
+    if grid is None or -(-side // scales[0]) <= grid:
+        return scales
+    k = 2 ** math.ceil(math.log2(side / (grid * scales[0])))
+    return tuple(f * k for f in scales)
+
+
 def segmentation_statistics(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-                            scales: Sequence[int] = (4, 8, 16), sharpness: float = 1.0) -> torch.Tensor:
+                            scales: Sequence[int] = (4, 8, 16), sharpness: float = 1.0,
+                            grid: int | None = None) -> torch.Tensor:
     r"""Per-class statistics ``(..., C, F)`` of a batch's soft prediction against its targets, over the whole
     batch's non-ignored pixels: logits ``(..., B, C, H, W)``, targets ``(..., B, H, W)``.
 
     ``F = len(FULL_FEATURES) + len(scales) * len(SCALE_FEATURES)`` (see the module docstring for each). ``scales``
-    are pooling factors, each a multiple of the one before (at least one). ``C = 1`` is binary (two classes).
+    are pooling factors, each a multiple of the one before (at least one); with ``grid``, images whose longer side
+    exceeds ``grid * scales[0]`` pixels have every factor multiplied by the least power of two that brings the first
+    pooled map to at most ``grid`` pixels a side (the pooled part's cost then stays bounded, and the bands measure
+    boundaries in units of the image size there). ``C = 1`` is binary (two classes).
     Differentiable in ``logits``; every feature is a ratio whose denominator is at least one pixel (or one pooled
     block), so its gradient is bounded whatever the batch and image size. At full resolution it costs one softmax,
     one gather, one scatter-add and one average pooling of the probabilities (and one product with the mask of
@@ -261,6 +281,7 @@ def segmentation_statistics(logits: torch.Tensor, target: torch.Tensor, ignore_i
     """
     scales = _check_scales(scales)
     lead, (b, c, h, w) = logits.shape[:-4], logits.shape[-4:]
+    scales = _scaled(scales, max(h, w), grid)
     groups = math.prod(lead) if lead else 1
     z = _two_class(logits.reshape(-1, c, h, w))
     c = z.shape[1]
@@ -269,7 +290,7 @@ def segmentation_statistics(logits: torch.Tensor, target: torch.Tensor, ignore_i
     all_valid = bool(valid.all())
     yc = y if all_valid else torch.where(valid, y, 0)
     f0 = scales[0]
-    q, py, _ = _PooledSoftmax.apply(z, yc, None if all_valid else valid.to(z.dtype), f0, float(sharpness))
+    q, py = _PooledSoftmax.apply(z, yc, None if all_valid else valid.to(z.dtype), f0, float(sharpness))
     # The soft intersection of each class over the batch (py is 0 at ignored pixels).
     gid = torch.arange(y.shape[0], device=y.device).view(-1, 1, 1) // b
     cell = (gid * c + yc).flatten()
@@ -282,31 +303,52 @@ def segmentation_statistics(logits: torch.Tensor, target: torch.Tensor, ignore_i
              _ratio(inter, mass, 1.0), _ratio(2 * inter, mass + support, 1.0), _ratio(inter, union, 1.0),
              (support > 0).to(q.dtype),
              ((support / n).clamp_min(math.exp(LOG_SHARE_FLOOR)).log() - LOG_SHARE_FLOOR) / -LOG_SHARE_FLOOR]
-    previous = f0
+    previous, sums = f0, []
     for f in scales:
         if f != previous:
             q, t = _pool(q, f // previous), _pool(t, f // previous)
             previous = f
-        feats += _scale_features(q, t, groups)
-    return torch.stack(feats, dim=-1).view(*lead, c, -1)
+        sums.append(_scale_sums(q, t, groups))
+    scaled = _scale_features(torch.stack(sums, dim=-2)).flatten(-2)  # (groups, C, scales * features)
+    return torch.cat([torch.stack(feats, dim=-1), scaled], dim=-1).view(*lead, c, -1)
 
 
-def _scale_features(q: torch.Tensor, t: torch.Tensor, groups: int) -> list[torch.Tensor]:
-    """The :data:`SCALE_FEATURES` of pooled predictions ``q`` and targets ``t`` ``(M, C, h, w)``: ``(groups, C)``
-    each. Few, large operations: the two bands in one pooling, nine band-weighted sums in one product."""
-    c = q.shape[1]
+#: Rows and columns of the products :func:`_scale_sums` takes: weights (bands, q, t) times values (q, t, qt, bands).
+_ROWS, _COLS = ("bt", "bp", "q", "t"), ("q", "t", "qt", "bt", "bp")
+
+
+def _scale_sums(q: torch.Tensor, t: torch.Tensor, groups: int) -> torch.Tensor:
+    """The sums the :data:`SCALE_FEATURES` read, of pooled predictions ``q`` and targets ``t`` ``(M, C, h, w)`` over
+    each batch: ``(groups, C, 25)``, every product of a row of :data:`_ROWS` with a column of :data:`_COLS` then the
+    plain sums of the columns. One batched matrix product per scale instead of a product and a sum per statistic
+    (few, large operations: at these sizes their number, not their size, is what costs)."""
+    m, c = q.shape[:2]
     bands = _band(torch.cat([t, q], dim=1))
     bt, bp = bands[:, :c], bands[:, c:]
-    weights = torch.stack([torch.ones_like(q), bt, bp])  # (3, M, C, h, w)
-    values = torch.stack([q * t, q, t])
-    (s_qt, s_q, s_t), (i_t, p_t, t_t), (i_p, p_p, t_p) = _group_sum(weights.unsqueeze(1) * values, groups)
-    s_qq, s_tt, s_both = _group_sum(torch.stack([q * q, t * t, bp * bt]), groups)
-    s_bt, s_bp = _group_sum(bands.view(bands.shape[0], 2, c, *bands.shape[2:]).transpose(0, 1), groups)
-    out = [_ratio(s_qt, s_qq + s_tt - s_qt, 1.0)]
-    for i, pm, tm in ((i_t, p_t, t_t), (i_p, p_p, t_p)):
-        out += [_ratio(i, tm, 1.0), _ratio(i, pm, 1.0), _ratio(i, pm + tm - i, 1.0)]
-    out += [_ratio(s_both, s_bp, 1.0), _ratio(s_both, s_bt, 1.0), _ratio(s_bt, s_t, 1.0), _ratio(s_bp, s_q, 1.0)]
-    return out
+    left = torch.stack([bt, bp, q, t], dim=2).flatten(3)  # (M, C, 4, S)
+    right = torch.stack([q, t, q * t, bt, bp], dim=2).flatten(3)  # (M, C, 5, S)
+    sums = torch.cat([(left @ right.transpose(-1, -2)).flatten(2), right.sum(dim=-1)], dim=-1)
+    return sums.view(groups, m // groups, c, -1).sum(dim=1)
+
+
+def _scale_features(sums: torch.Tensor) -> torch.Tensor:
+    """The :data:`SCALE_FEATURES` ``(..., len(SCALE_FEATURES))`` from :func:`_scale_sums`' sums ``(..., 25)``, all
+    scales at once (denominators floored at one block)."""
+
+    def at(row: str, col: str) -> torch.Tensor:
+        return sums[..., _ROWS.index(row) * len(_COLS) + _COLS.index(col)]
+
+    def plain(col: str) -> torch.Tensor:
+        return sums[..., len(_ROWS) * len(_COLS) + _COLS.index(col)]
+
+    s_qt, s_q, s_t, s_bt, s_bp = plain("qt"), plain("q"), plain("t"), plain("bt"), plain("bp")
+    i_t, p_t, t_t = at("bt", "qt"), at("bt", "q"), at("bt", "t")
+    i_p, p_p, t_p = at("bp", "qt"), at("bp", "q"), at("bp", "t")
+    both = at("bp", "bt")
+    num = torch.stack([s_qt, i_t, i_t, i_t, i_p, i_p, i_p, both, both, s_bt, s_bp], dim=-1)
+    den = torch.stack([at("q", "q") + at("t", "t") - s_qt, t_t, p_t, p_t + t_t - i_t, t_p, p_p, p_p + t_p - i_p,
+                       s_bp, s_bt, s_t, s_q], dim=-1)
+    return num / den.clamp_min(1.0)
 
 
 def _check_scales(scales: object) -> tuple[int, ...]:
@@ -332,6 +374,8 @@ class SegmentationNet(nn.Module):
         sharpness: multiplier of the logits in the softmax (above 1 the soft counts follow the arg-max's more closely).
         class_hidden: width of :math:`\psi` (and of :math:`\rho`'s hidden layer).
         class_depth: layers of :math:`\psi`.
+        grid: the largest side, in pooled pixels, of the first pooled map: larger images pool by larger factors
+            (:func:`segmentation_statistics`); ``None``: the factors as given at every size.
 
     Example:
         >>> net = SegmentationNet(scales=(2, 4), class_hidden=8)
@@ -340,8 +384,9 @@ class SegmentationNet(nn.Module):
     """
 
     def __init__(self, ignore_index: int = IGNORE_INDEX, scales: Sequence[int] = (4, 8, 16), sharpness: float = 1.0,
-                 class_hidden: int = 64, class_depth: int = 2) -> None:
+                 class_hidden: int = 64, class_depth: int = 2, grid: int | None = DEFAULT_GRID) -> None:
         super().__init__()
+        self.grid = None if grid is None else check_int(grid, "grid", 2)
         self.ignore_index = check_int(ignore_index, "ignore_index")
         self.scales = _check_scales(scales)
         self.sharpness = check_positive(sharpness, "sharpness")
@@ -352,7 +397,7 @@ class SegmentationNet(nn.Module):
         self.rho = mlp(2 * class_hidden, class_hidden, 1, 1)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        stats = segmentation_statistics(logits, target, self.ignore_index, self.scales, self.sharpness)
+        stats = segmentation_statistics(logits, target, self.ignore_index, self.scales, self.sharpness, self.grid)
         stats = stats.to(self.rho[0].weight.dtype)
         h = self.psi(stats)
         empty = self.psi(torch.zeros_like(stats[..., :1, :]))
@@ -454,6 +499,8 @@ class SegmentationTask(Task):
     baseline_name = "cross-entropy"
     default_metric = "miou"
     default_batch_size = 8
+    #: G_R batches drawn up front (at most what the memory budget's pool share holds: 256 at C = 21, 64 x 64).
+    default_pool_size = 256
 
     def __init__(self, num_classes: int, image_size: Sequence[int] | int = (64, 64),
                  ignore_index: int = IGNORE_INDEX) -> None:
@@ -499,7 +546,7 @@ class SegmentationTask(Task):
         return pixel_cross_entropy(pred, target, self.ignore_index)
 
     def default_net_config(self) -> dict[str, Any]:
-        return {"scales": [4, 8, 16], "sharpness": 1.0, "class_hidden": 64, "class_depth": 2}
+        return {"scales": [4, 8, 16], "sharpness": 1.0, "class_hidden": 64, "class_depth": 2, "grid": DEFAULT_GRID}
 
     def build_net(self, **net_config: Any) -> nn.Module:
         if "ignore_index" in net_config:
