@@ -381,3 +381,17 @@ def test_the_memory_budget_holds_at_a_larger_size():
     with pytest.raises(ValueError, match=r"`memory_budget` .* too small"):
         ml.learn("miou", task="segmentation", num_classes=4, image_size=128, batch_size=2, steps=1, progress=False,
                  memory_budget=3 * nbytes)
+
+
+def test_relabel_makes_new_label_maps_around_the_models_prediction():
+    task = SegmentationTask(5, image_size=32)
+    pred, target = task.random_batches(24, 2, torch.Generator().manual_seed(0))
+    state = torch.get_rng_state()
+    out_pred, out_target = task.relabel(pred, target, torch.Generator().manual_seed(1))
+    again = task.relabel(pred, target, torch.Generator().manual_seed(1))[1]
+    assert torch.equal(state, torch.get_rng_state()) and torch.equal(out_target, again)
+    assert out_pred is pred and out_target.shape == target.shape and out_target.dtype == torch.int64
+    assert torch.equal(out_target == 255, target == 255)  # ignored pixels stay ignored, no new ones
+    task.check(out_pred, out_target, stacked=True)
+    values = miou(out_pred, out_target)
+    assert float(values.max()) > 0.9 and float(values.min()) < 0.7  # from the model's own map to many changes

@@ -54,6 +54,8 @@ objects, stuff boundaries moved; its one-hot map is blurred (down- and up-sampli
 noise, which flips pixels near boundaries, and scaled by a temperature log-uniform in ``[0.3, 12]`` (under- and
 over-confidence). mIoU spreads over about ``[0.05, 1]``. All randomness comes from the ``generator`` argument, and
 images are rendered a few at a time (:data:`GEN_ELEMENTS`), so memory stays bounded at ``1024 x 2048``.
+:meth:`SegmentationTask.relabel` makes new label maps for real outputs (G_M's half of the pool with ``outputs=``): the
+model's prediction with its boundaries moved where it is unsure and objects it missed painted in.
 
 Example:
     >>> import torch
@@ -83,7 +85,7 @@ from torch import nn
 
 from .._checks import check_int, check_positive
 from ..metrics.base import BatchMetric, Metric
-from ..metrics.segmentation import BUILTINS, IGNORE_INDEX, check_segmentation
+from ..metrics.segmentation import BUILTINS, IGNORE_INDEX, check_segmentation, segmentation_labels
 from ._nets import mlp
 from .base import Task, capped_steps, register_task
 
@@ -574,6 +576,43 @@ class SegmentationTask(Task):
             pred[start:stop] = logits[:, 1:] - logits[:, :1] if self.num_classes == 1 else logits
             target[start:stop] = labels
         return pred.view(n, batch_size, self.num_classes, h, w), target.view(n, batch_size, h, w)
+
+    def relabel(
+        self, pred: torch.Tensor, target: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real logits, new label maps: the model's own prediction with its boundaries moved where it is unsure
+        (its logits plus smooth noise, at a per-batch error level) and objects it missed painted in (0 to 6 per image,
+        classes drawn from the prediction's own); the ignored pixels of ``target`` stay ignored."""
+        g = generator
+        n, b = target.shape[:2]
+        h, w = target.shape[-2:]
+        m = n * b
+        z = pred.reshape(m, *pred.shape[-3:]).to(torch.float32)
+        e = torch.rand(n, generator=g).pow(1.5).repeat_interleave(b)
+        spread = z.flatten(1).std(dim=1).clamp_min(1e-6) * e * _uniform((m,), 0.0, 2.0, g)
+        cells = torch.randint(3, 13, (m,), generator=g)
+        labels = torch.empty(m, h, w, dtype=torch.long)
+        for i in range(0, m, max(1, GEN_ELEMENTS // max(z[0].numel(), 1))):
+            j = min(m, i + max(1, GEN_ELEMENTS // max(z[0].numel(), 1)))
+            noisy = z[i:j] + spread[i:j].view(-1, 1, 1, 1) * _smooth_field(j - i, z.shape[1], (h, w), cells[i:j], g)
+            labels[i:j] = segmentation_labels(noisy)
+        # Missed objects: ellipses and blobs of a class the model predicts elsewhere in the batch.
+        wobble = _smooth_field(m, 1, (h, w), torch.randint(6, 17, (m,), generator=g), g)[:, 0]
+        count = (e * 6 * torch.rand(m, generator=g)).round().long()
+        side = max(h, w)
+        for k in range(6):
+            there = (k < count).view(-1, 1, 1)
+            radius = _log_uniform((m,), 0.015, 0.25, g)
+            params = torch.stack([_uniform((m,), 0.0, w / side, g), _uniform((m,), 0.0, h / side, g), radius,
+                                  radius * _log_uniform((m,), 0.5, 2.0, g), _uniform((m,), 0.0, math.pi, g),
+                                  torch.randint(0, 3, (m,), generator=g).float(), torch.zeros(m)], dim=-1)
+            pick = torch.randint(0, h * w, (m, 1), generator=g)
+            cls = labels.flatten(1).gather(1, pick).view(-1, 1, 1)  # a class present in the image
+            other = labels.flatten(1).gather(1, torch.randint(0, h * w, (m, 1), generator=g)).view(-1, 1, 1)
+            inside = (_shape_score(params, (h, w), wobble) > 0) & there
+            labels = torch.where(inside, torch.where(torch.rand(m, 1, 1, generator=g) < 0.5, cls, other), labels)
+        labels = labels.view(target.shape)
+        return pred, torch.where(target == self.ignore_index, target, labels)
 
     def _draw_scenes(self, n: int, b: int, c: int, g: torch.Generator) -> dict[str, torch.Tensor]:
         """Every random number of the scenes that is not a per-pixel draw: per batch (its error level and the
