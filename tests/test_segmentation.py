@@ -395,3 +395,16 @@ def test_relabel_makes_new_label_maps_around_the_models_prediction():
     task.check(out_pred, out_target, stacked=True)
     values = miou(out_pred, out_target)
     assert float(values.max()) > 0.9 and float(values.min()) < 0.7  # from the model's own map to many changes
+
+
+def test_few_errors_changes_that_many_regions_of_the_predicted_labels():
+    task = SegmentationTask(4, image_size=32)
+    pred, target = task.random_batches(6, 2, torch.Generator().manual_seed(0))
+    errors = torch.tensor([0, 1, 2, 3, 0, 3])
+    _, new = task.few_errors(pred, target, errors, torch.Generator().manual_seed(2))
+    predicted = torch.where(target == 255, target, pred.argmax(dim=2))
+    changed = (new != predicted).flatten(1).sum(dim=1)
+    assert bool((changed[errors == 0] == 0).all()) and bool((changed[errors > 0] > 0).all())
+    assert torch.equal(new == 255, target == 255)
+    values = miou(pred, new)
+    assert bool((values[errors == 0] == 1).all()) and bool((values[errors > 0] < 1).all())

@@ -614,6 +614,34 @@ class SegmentationTask(Task):
         labels = labels.view(target.shape)
         return pred, torch.where(target == self.ignore_index, target, labels)
 
+    def few_errors(self, pred: torch.Tensor, target: torch.Tensor, errors: torch.Tensor,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The late-training regime of :mod:`metricloss.learning.regimes` for label maps: each batch's targets set to
+        its predicted labels, then ``errors[i]`` regions (an ellipse, rectangle or blob of 1.5 % to 15 % of the image
+        side, in a random image of the batch) given another class: an error of a segmenter is a region, not a
+        pixel. Ignored pixels stay ignored."""
+        g = generator
+        n, b = target.shape[:2]
+        h, w = target.shape[-2:]
+        c = max(pred.shape[-3], 2)
+        labels = segmentation_labels(pred).clone()
+        side = max(h, w)
+        rows = torch.arange(n)
+        for k in range(int(errors.max()) if errors.numel() else 0):
+            there = (k < errors).view(-1, 1, 1)
+            image = torch.randint(0, b, (n,), generator=g)
+            radius = _log_uniform((n,), 0.015, 0.15, g)
+            other_radius = (radius * _log_uniform((n,), 0.5, 2.0, g)).clamp_min(1.0 / side)  # at least a pixel
+            params = torch.stack([_uniform((n,), 0.0, w / side, g), _uniform((n,), 0.0, h / side, g),
+                                  radius.clamp_min(1.0 / side), other_radius, _uniform((n,), 0.0, math.pi, g),
+                                  torch.randint(0, 3, (n,), generator=g).float(), torch.zeros(n)], dim=-1)
+            wobble = _smooth_field(n, 1, (h, w), torch.randint(6, 17, (n,), generator=g), g)[:, 0]
+            inside = (_shape_score(params, (h, w), wobble) > 0) & there
+            current = labels[rows, image]
+            other = (current + torch.randint(1, c, (n, 1, 1), generator=g)) % c
+            labels[rows, image] = torch.where(inside, other, current)
+        return pred, torch.where(target == self.ignore_index, target, labels)
+
     def _draw_scenes(self, n: int, b: int, c: int, g: torch.Generator) -> dict[str, torch.Tensor]:
         """Every random number of the scenes that is not a per-pixel draw: per batch (its error level and the
         parameters of its errors) and per image (classes, object geometry), repeated per image where per batch."""
