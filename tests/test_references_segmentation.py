@@ -239,3 +239,15 @@ def test_bad_keywords():
         lovasz_softmax(logits, target, classes="some")
     with pytest.raises(ValueError, match="`smooth`"):
         soft_dice_loss(logits, target, smooth=-1.0)
+
+
+def test_lovasz_gives_the_same_loss_and_gradient_with_classes_in_chunks(monkeypatch):
+    logits, target = _batch(12, c=5, h=4, w=5)
+    z = logits.clone().requires_grad_(True)
+    whole = lovasz_softmax(z, target, classes="all")
+    (g_whole,) = torch.autograd.grad(whole, z)
+    monkeypatch.setattr(refs, "_LOVASZ_CHUNK", 1)  # one class a chunk
+    chunked = lovasz_softmax(z, target, classes="all")
+    (g_chunked,) = torch.autograd.grad(chunked, z)
+    assert chunked.item() == pytest.approx(whole.item(), abs=1e-12)
+    assert torch.allclose(g_chunked, g_whole, atol=1e-12)

@@ -19,6 +19,7 @@ from metricloss.metrics import as_metric
 from metricloss.metrics.segmentation import (
     BUILTINS,
     _sliding_max,
+    _square_max,
     boundary_f1,
     boundary_iou,
     check_segmentation,
@@ -251,13 +252,15 @@ def test_boundary_iou_matches_naive_loops(seed, d):
     assert float(boundary_iou(logits, target, dilation=d)) == pytest.approx(expected)
 
 
-def test_boundary_iou_matches_the_authors_erosion_recipe_at_a_larger_size():
+@pytest.mark.parametrize("dilation", [None, 8])
+def test_boundary_iou_matches_the_authors_erosion_recipe_at_a_larger_size(dilation):
     # Cheng et al.'s mask_to_boundary: pad the mask with one zero pixel, erode with a 3 x 3 kernel d times, crop,
-    # subtract; here with scipy instead of OpenCV, per class, pooled over the batch. d from the 2 % default.
+    # subtract; here with scipy instead of OpenCV, per class, pooled over the batch. d from the 2 % default (2 px,
+    # max-pools) or 8 px (the running maximum).
     c = 3
     logits, target = _scene(11, 2, c, 48, 64, ignore=0.0)
     p, t = _argmax(logits), target.numpy()
-    d = max(1, round(0.02 * math.hypot(48, 64)))
+    d = max(1, round(0.02 * math.hypot(48, 64))) if dilation is None else dilation
 
     def band(mask):
         padded = np.pad(mask, 1)
@@ -273,8 +276,8 @@ def test_boundary_iou_matches_the_authors_erosion_recipe_at_a_larger_size():
             union += (gp | gt).sum()
         if union:
             ious.append(inter / union)
-    assert d == 2
-    assert float(boundary_iou(logits, target)) == pytest.approx(np.mean(ious))
+    assert d == (2 if dilation is None else dilation)
+    assert float(boundary_iou(logits, target, dilation=dilation)) == pytest.approx(np.mean(ious))
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 8, 13])
@@ -282,6 +285,14 @@ def test_sliding_max_is_the_window_maximum(k):
     x = torch.randn(3, 20, generator=torch.Generator().manual_seed(k))
     expected = x.unfold(-1, k, 1).amax(-1)
     assert torch.equal(_sliding_max(x, k), expected)
+
+
+@pytest.mark.parametrize("radius", [1, 6, 7, 12])
+def test_square_max_is_the_window_maximum_both_ways(radius):
+    x = torch.randn(2, 30 + 2 * radius, 41 + 2 * radius, generator=torch.Generator().manual_seed(radius))
+    k = 2 * radius + 1
+    expected = x.unfold(-2, k, 1).unfold(-2, k, 1).amax((-1, -2))
+    assert torch.equal(_square_max(x, radius), expected)
 
 
 # -------------------------------------------------------------------------------------------- MONAI metrics
@@ -331,6 +342,7 @@ def test_hd95_of_a_missed_object_is_the_image_diagonal():
     assert float(surface_dice(logits, target)) == 0.0
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's SurfaceDiceMetric calls its own deprecated argument
 def test_monai_metric_objects_are_accepted_as_metrics():
     monai_metrics = pytest.importorskip("monai.metrics", reason="MONAI metric objects need MONAI")
     logits, target = _scene(3, 2, 3, 12, 12, ignore=0.0)
@@ -386,6 +398,7 @@ def test_stack_gives_each_batch_its_value(name):
 def test_segmentation_metrics_are_exported():
     assert metrics.FAMILIES["segmentation"] is BUILTINS
     assert metrics.miou is miou and metrics.dice is dice and metrics.pixel_accuracy is pixel_accuracy
+    assert metrics.boundary_f1 is boundary_f1 and metrics.hd95 is hd95
     assert not BUILTINS["hd95"].higher_is_better
     assert all(m.higher_is_better for n, m in BUILTINS.items() if n != "hd95")
 
@@ -498,3 +511,21 @@ def test_num_classes_and_bad_keywords():
         boundary_f1(logits, target, tolerance=-1)
     with pytest.raises(ValueError, match="dilation"):
         boundary_iou(logits, target, dilation=0)
+
+
+def test_predicted_label_is_the_first_maximum_on_ties_as_argmax():
+    from metricloss.metrics.segmentation import segmentation_labels
+
+    logits = torch.randint(0, 3, (2, 7, 9, 11), generator=torch.Generator().manual_seed(0)).float()  # many ties
+    assert torch.equal(segmentation_labels(logits), logits.argmax(1))
+    assert torch.equal(segmentation_labels(torch.zeros(1, 4, 2, 2)), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+def test_region_counts_agree_through_the_confusion_matrix_and_per_class(monkeypatch):
+    from metricloss.metrics import segmentation as seg
+
+    logits, target = _scene(8, 3, 6, 9, 10)
+    before = [float(f(logits, target)) for f in (miou, per_image_miou, dice, pixel_accuracy)]
+    monkeypatch.setattr(seg, "_CONFUSION_BINS", 0)  # force the per-class counts
+    after = [float(f(logits, target)) for f in (miou, per_image_miou, dice, pixel_accuracy)]
+    assert after == pytest.approx(before, abs=1e-15)

@@ -26,7 +26,7 @@ from .base import BatchMetric, MetricError, as_metric
 from .classification import accuracy, cohen_kappa, macro_f1, top_k_accuracy
 from .ordinal import mae, quadratic_kappa, within1_accuracy
 from .pose import pck, pckh, percentage_correct_keypoints, percentage_correct_keypoints_head
-from .segmentation import dice, miou, per_image_miou, pixel_accuracy
+from .segmentation import boundary_f1, boundary_iou, dice, hd95, miou, per_image_miou, pixel_accuracy, surface_dice
 from .sequence import bleu, chrf, edit_distance, rouge_l, token_f1
 from .set import auroc, average_precision, f1
 
@@ -49,12 +49,15 @@ __all__ = [
     "auroc",
     "average_precision",
     "bleu",
+    "boundary_f1",
+    "boundary_iou",
     "chrf",
     "classification",
     "cohen_kappa",
     "dice",
     "edit_distance",
     "f1",
+    "hd95",
     "macro_f1",
     "mae",
     "miou",
@@ -71,6 +74,7 @@ __all__ = [
     "segmentation",
     "sequence",
     "set",
+    "surface_dice",
     "token_f1",
     "top_k_accuracy",
     "within1_accuracy",

@@ -7,9 +7,11 @@ pixels). Binary segmentation is either ``C = 2`` or one logit per pixel, ``(B, 1
 batch, ``(N,)``. The predicted label of a pixel is its arg-max class (the first maximum on ties).
 
 Every metric pools its counts over the batch's pixels (all images together, as a benchmark's mIoU is computed over a
-whole data set), except :func:`per_image_miou`, which averages each image's own mIoU. Pixels whose target is
-``ignore_index`` count nowhere: not in intersections, unions, areas or boundaries. Higher is better for all of them
-except :func:`hd95` (a distance, in pixels).
+whole data set), except :func:`per_image_miou`, which averages each image's own mIoU, and MONAI's :func:`surface_dice`
+and :func:`hd95`, which average over (image, class) pairs. Pixels whose target is ``ignore_index`` are not counted
+anywhere: not in intersections, unions, areas or boundaries (to draw contours, the boundary metrics take them as one
+more label in both maps, whatever is predicted there). Higher is better for all of them except :func:`hd95` (a
+distance, in pixels).
 
 With :math:`I_c`, :math:`P_c`, :math:`T_c` the batch's counts of pixels (target not ignored) labelled :math:`c` in both
 prediction and target, in the prediction, in the target, and :math:`K` the classes with :math:`P_c + T_c > 0`
@@ -196,7 +198,9 @@ def segmentation_labels(pred: torch.Tensor, logits_dim: int = -3) -> torch.Tenso
     """
     if pred.shape[logits_dim] == 1:
         return (pred.squeeze(logits_dim) > 0).long()
-    return pred.argmax(dim=logits_dim)
+    # ``max(dim).indices``, not ``argmax``: the same first maximum on ties (both documented so), and on CPU over the
+    # class dimension of (B, C, H, W) logits about 2.5x faster
+    return pred.max(dim=logits_dim).indices
 
 
 def _labels(pred: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> _Labels:
@@ -217,6 +221,10 @@ def _out(values: torch.Tensor, single: bool) -> torch.Tensor:
     return values[0] if single else values
 
 
+#: Largest confusion matrices (groups x C x C bins) :func:`_areas` builds; above, it counts per class instead.
+_CONFUSION_BINS = 1 << 22
+
+
 def _class_counts(labels: torch.Tensor, mask: torch.Tensor, groups: int, c: int) -> torch.Tensor:
     """Count of pixels of each class per group: ``labels`` ``(G, ...)`` under ``mask`` -> ``(G, c)`` float64."""
     offsets = (torch.arange(groups, device=labels.device) * c).view(-1, *([1] * (labels.dim() - 1)))
@@ -225,11 +233,18 @@ def _class_counts(labels: torch.Tensor, mask: torch.Tensor, groups: int, c: int)
 
 
 def _areas(lab: _Labels, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per group (of images) and class: intersection, predicted area, target area, over scored pixels."""
+    """Per group (of images) and class: intersection, predicted area, target area, over scored pixels.
+
+    From one confusion matrix per group (one pass over the pixels) while those stay small; else three counts."""
     c = lab.num_classes
     p = lab.pred.reshape(groups, -1)
     t = lab.target.reshape(groups, -1)
     scored = t >= 0
+    if groups * c * c <= _CONFUSION_BINS:
+        offsets = (torch.arange(groups, device=p.device) * (c * c)).view(-1, 1)
+        index = (offsets + t * c + p)[scored]
+        confusion = torch.bincount(index, minlength=groups * c * c).view(groups, c, c).to(torch.float64)
+        return confusion.diagonal(dim1=1, dim2=2), confusion.sum(dim=1), confusion.sum(dim=2)
     return (
         _class_counts(t, scored & (p == t), groups, c),
         _class_counts(p, scored, groups, c),
@@ -377,9 +392,18 @@ def _sliding_max(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.maximum(suffix[..., :n], prefix[..., k - 1 : k - 1 + n])
 
 
+#: Up to this radius a square max-filter is two 1-D max-pools (their cost grows with the window, but they beat the
+#: running maximum's three passes there); above it, :func:`_sliding_max`, whose cost does not grow.
+_POOL_RADIUS = 6
+
+
 def _square_max(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Maximum over the ``(2r+1) x (2r+1)`` square around each pixel of ``x`` ``(M, H + 2r, W + 2r)`` (padded)."""
+    """Maximum over the ``(2r+1) x (2r+1)`` square around each pixel of ``x`` ``(M, H + 2r, W + 2r)`` (padded):
+    ``(M, H, W)``. Separable: a maximum along the rows, then along the columns."""
     k = 2 * radius + 1
+    if radius <= _POOL_RADIUS:
+        x = x.unsqueeze(1)
+        return F.max_pool2d(F.max_pool2d(x, (1, k), stride=1), (k, 1), stride=1).squeeze(1)
     return _sliding_max(_sliding_max(x, k).transpose(-1, -2), k).transpose(-1, -2)
 
 
@@ -494,7 +518,7 @@ def boundary_iou(
     over the classes :math:`K` whose union is not empty (1.0 when none is). Ignored pixels are one more label in
     both maps (as in :func:`boundary_f1`) and are not counted. :math:`d` = ``dilation`` pixels, or by default
     ``round(dilation_ratio * image diagonal)`` (at least 1), the authors' 2 %. Cost linear in the pixels whatever
-    :math:`d` and the number of classes (max-filters of the label maps).
+    :math:`d` and the number of classes (max-filters of the label maps, van Herk's running maximum for wide bands).
 
     Args:
         pred, target, ignore_index: as :func:`miou`.

@@ -111,17 +111,17 @@ def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
     :math:`i` pixels as mispredicted gives :math:`\mathrm{FN}_i = \sum_{j \le i} g_j` and
     :math:`\mathrm{FP}_i = \sum_{j \le i} (1 - g_j)`, so a Jaccard loss
     :math:`\Delta_i = 1 - (|g| - \mathrm{FN}_i) / (|g| + \mathrm{FP}_i)`; the extension's weights are its increments
-    :math:`\Delta_i - \Delta_{i-1}` (:math:`\Delta_0 = 0`). ``(P,) -> (P,)``.
+    :math:`\Delta_i - \Delta_{i-1}` (:math:`\Delta_0 = 0`). ``(..., P) -> (..., P)``, along the last dimension.
 
     Example:
         >>> lovasz_grad(torch.tensor([1.0, 0.0, 1.0]))          # |g| = 2: Delta = 1/2, 2/3, 1
         tensor([0.5000, 0.1667, 0.3333])
     """
-    total = gt_sorted.sum()
-    fn = gt_sorted.cumsum(0)
-    fp = (1 - gt_sorted).cumsum(0)
+    total = gt_sorted.sum(dim=-1, keepdim=True)
+    fn = gt_sorted.cumsum(dim=-1)
+    fp = (1 - gt_sorted).cumsum(dim=-1)
     jaccard = 1 - (total - fn) / (total + fp)
-    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], dim=-1)
 
 
 def lovasz_softmax(
@@ -171,6 +171,10 @@ def lovasz_softmax(
     return loss
 
 
+#: Elements (classes x pixels) sorted at once by :func:`lovasz_softmax`; more classes are taken in chunks.
+_LOVASZ_CHUNK = 1 << 24
+
+
 def _lovasz_flat(p: torch.Tensor, target: torch.Tensor, ignore_index: int | None, classes: str) -> torch.Tensor | None:
     """``p`` ``(P, K)`` probabilities (or ``(K, H, W)``: one image), ``target`` ``(P,)`` (or ``(H, W)``)."""
     if p.dim() == 3:
@@ -180,15 +184,17 @@ def _lovasz_flat(p: torch.Tensor, target: torch.Tensor, ignore_index: int | None
         p, target = p[keep], target[keep]
     if not target.numel():
         return None
+    k = p.shape[1]
+    fg = F.one_hot(target.long(), k).T.to(p.dtype)  # (K, P)
+    wanted = fg.any(dim=1) if classes == "present" else torch.ones(k, dtype=torch.bool, device=p.device)
+    picked = wanted.nonzero().squeeze(1)
+    step = max(1, _LOVASZ_CHUNK // max(1, target.numel()))
     terms = []
-    for c in range(p.shape[1]):
-        fg = (target == c).to(p.dtype)
-        if classes == "present" and not bool(fg.any()):
-            continue
-        errors = (fg - p[:, c]).abs()
-        errors_sorted, order = torch.sort(errors, descending=True)
-        terms.append(torch.dot(errors_sorted, lovasz_grad(fg[order])))
-    return torch.stack(terms).mean()
+    for chunk in picked.split(step):  # every class's errors sorted at once, in chunks of classes
+        errors = (fg[chunk] - p.T[chunk]).abs()
+        errors_sorted, order = torch.sort(errors, dim=1, descending=True)
+        terms.append((errors_sorted * lovasz_grad(fg[chunk].gather(1, order))).sum(dim=1))
+    return torch.cat(terms).mean()
 
 
 class SoftDiceLoss(nn.Module):
