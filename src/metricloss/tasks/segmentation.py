@@ -16,10 +16,11 @@ batch's non-ignored pixels counted (:math:`n` of them), per class :math:`c`:
   :math:`T_c = \sum Y_c` and from them the shares :math:`I_c/n`, :math:`(P_c - I_c)/n`, :math:`(T_c - I_c)/n`,
   :math:`T_c/n`, soft recall, precision, Dice and IoU (denominators floored at one pixel), the indicator
   :math:`[T_c > 0]` and the log-share :math:`\log(T_c/n)` (scaled to ``[0, 1]``);
-- at each pooling factor :math:`f` of ``scales`` (default 4, 8, 16), on the block averages :math:`q_c` of
+- at each pooling factor :math:`f` of ``scales`` (default 4, 8, 16; larger for images above ``4 * grid`` pixels
+  a side, so the first pooled map has at most ``grid`` = 64 pixels a side), on the block averages :math:`q_c` of
   :math:`p_c` and :math:`t_c` of :math:`Y_c`: the Tanimoto overlap :math:`\sum q t / \sum(q^2 + t^2 - qt)`, and in
-  the boundary bands of the target, :math:`b^t = \mathrm{dilate}(t) - \mathrm{erode}(t)`, and of the prediction,
-  :math:`b^p = \mathrm{dilate}(q) - \mathrm{erode}(q)` (3x3 max-pooling), the band-weighted recall
+  the boundary bands of the target :math:`b^t` and of the prediction :math:`b^p` (per pooled pixel, the absolute
+  differences to its four neighbours summed: 0 inside flat regions), the band-weighted recall
   :math:`\sum bqt / \sum bt`, precision :math:`\sum bqt / \sum bq` and IoU; the boundaries' agreement
   :math:`\sum b^p b^t / \sum b^p` and :math:`\sum b^p b^t / \sum b^t`; and the band masses relative to the class's
   mass (denominators floored at one block).
