@@ -20,10 +20,14 @@ from torch import nn
 from ._checks import check_choice, check_tensor
 from .verdict import REAL, WeakSurrogateWarning
 
-__all__ = ["GATES", "CombinedLoss", "LossFn", "combine", "prediction_gradient_norms", "verdict_gate"]
+__all__ = ["GATES", "TRIAL_MARGIN", "CombinedLoss", "LossFn", "combine", "prediction_gradient_norms", "trial_gate",
+           "verdict_gate"]
 
-#: The values of ``gate``: ``"verdict"`` (the default) or ``None`` (off).
-GATES = ("verdict", None)
+#: The values of ``gate``: ``"verdict"`` (the default), ``"trial"`` (the descent trial, :func:`trial_gate`) or
+#: ``None`` (off).
+GATES = ("verdict", "trial", None)
+#: ``gate="trial"`` keeps the surrogate when its descent-trial gain is above this many standard errors.
+TRIAL_MARGIN = 0.0
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Schedule = Callable[[int], float]
@@ -92,6 +96,44 @@ def verdict_gate(surrogate: object) -> tuple[bool, str]:
     return False, f"{words} <= 0: left out"
 
 
+def trial_gate(surrogate: object) -> tuple[bool, str]:
+    r"""Whether the surrogate's descent trial allows ``weight="auto"`` to use it, and why (``gate="trial"``).
+
+    :func:`metricloss.learn` (with ``outputs=``) measures on the held-out recorded outputs whether the metric improves
+    more along ``combine(base, surrogate)``'s descent direction than along the base loss's, at equal step lengths
+    (``surrogate.report.verdict.trial``, a :class:`~metricloss.verdict.TrialComparison`; the measurement is
+    :func:`metricloss.evaluation.descent_trial`). The surrogate is kept when the mean paired gain :math:`D` is above
+    :data:`TRIAL_MARGIN` standard errors, and left out otherwise. A surrogate with a real-output verdict but no
+    trial (saved before trials existed) is judged by :func:`verdict_gate`; one without a real-output verdict (the
+    zoo's, any plain callable) is kept.
+
+    Args:
+        surrogate: the surrogate (any object; only ``report.verdict`` is read, if present).
+
+    Returns:
+        ``(use, reason)``, as :func:`verdict_gate`.
+
+    Example:
+        >>> import metricloss as ml
+        >>> from metricloss.combine import trial_gate
+        >>> trial_gate(ml.pretrained("classification-accuracy"))
+        (True, 'no verdict on held-out real outputs: kept')
+    """
+    verdict = getattr(getattr(surrogate, "report", None), "verdict", None)
+    trial = getattr(verdict, "trial", None)
+    if trial is None:
+        return verdict_gate(surrogate)
+    gain, se = float(trial.gain), float(trial.standard_error)
+    if not math.isfinite(gain):
+        return True, f"its descent trial on held-out real outputs is undefined (gain {gain}): kept"
+    bar = TRIAL_MARGIN * se if math.isfinite(se) else 0.0
+    words = (f"the metric gains {gain:+.5f} (standard error {se:.5f}) more along the combined loss's descent direction "
+             f"than along the baseline's on {trial.n_batches} held-out real-output batches")
+    if gain > bar:
+        return True, f"{words}, above {TRIAL_MARGIN:g} standard errors: kept"
+    return False, f"{words}, not above {TRIAL_MARGIN:g} standard errors: left out"
+
+
 class CombinedLoss(nn.Module):
     r"""A base loss plus a surrogate, the surrogate weighted so that neither term dominates a step.
 
@@ -144,6 +186,12 @@ class CombinedLoss(nn.Module):
     cosine gating cut the gain of a surrogate that helps (pose) threefold. Surrogates without a real-output verdict
     (the zoo's, any plain callable) are never gated; ``gate=None`` turns the gate off.
 
+    **Trial gate** (``gate="trial"``): decides instead by the descent trial that :func:`metricloss.learn` stores in the
+    report (:func:`trial_gate`): does the metric improve more, on held-out recorded outputs, along this combined
+    loss's descent direction than along the base loss's? Held-out Spearman does not predict training well (issue 24:
+    a pose surrogate ranked below MSE and helped on 10 of 10 seeds; a sequence surrogate ranked above CE and hurt);
+    the trial asks about the step training takes instead of the ranking.
+
     Safety: when the surrogate's gradient is zero or not finite (or the base's is not finite), the weight is
     not updated (before any valid measurement it is 0, the surrogate off); the weight is never NaN. When
     ``pred`` does not require grad, autograd is disabled (``torch.no_grad()``) or the module is in eval mode,
@@ -168,7 +216,8 @@ class CombinedLoss(nn.Module):
             batch size ``pred.shape[0]``). A surrogate scores a whole batch, so there is no ``"none"``.
         distributed: share the auto weight across an initialised process group (``None``: when one is).
         gate: ``"verdict"`` (default): with ``weight="auto"``, leave out a surrogate whose real-output verdict is not
-            positive (above); ``None``: never.
+            positive (above); ``"trial"``: one whose descent trial is not above :data:`TRIAL_MARGIN` standard errors
+            (:func:`trial_gate`); ``None``: never.
 
     Shape:
         - pred: whatever ``base`` and ``surrogate`` take, e.g. logits :math:`(B, C)`.
@@ -219,14 +268,17 @@ class CombinedLoss(nn.Module):
         self.distributed = distributed
         if gate not in GATES:
             raise ValueError(f"`gate` must be 'verdict' (leave out a surrogate whose verdict on held-out real outputs "
-                             f"is not positive) or None (never), got {gate!r}")
+                             f"is not positive), 'trial' (one whose descent trial is not positive) or None (never), "
+                             f"got {gate!r}")
         self.gate = gate
-        use, self.gate_reason = verdict_gate(surrogate) if (self.auto and gate == "verdict") else (True, "gate off")
+        rule = {"verdict": verdict_gate, "trial": trial_gate}.get(gate) if self.auto else None
+        use, self.gate_reason = rule(surrogate) if rule is not None else (True, "gate off")
         #: True when the verdict gate left the surrogate out: the loss is exactly ``base``.
         self.gated = not use
         if self.gated:
-            warnings.warn(f"combine(weight='auto') leaves the surrogate out (weight 0): {self.gate_reason}; it ranks "
-                          f"your model's outputs no better than the baseline loss. Pass gate=None to use it anyway.",
+            warnings.warn(f"combine(weight='auto') leaves the surrogate out (weight 0): {self.gate_reason}; on your "
+                          f"model's outputs it is not measured to help the baseline loss. Pass gate=None to use it "
+                          f"anyway.",
                           WeakSurrogateWarning, stacklevel=3)
         # State, saved in state_dict as "_extra_state" (Python numbers, not buffers: `.to(dtype)` never rounds
         # them and DDP has no buffers to broadcast): the smoothed weight, how many valid measurements made it, the
