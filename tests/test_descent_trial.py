@@ -144,3 +144,19 @@ def test_bad_steps_name_the_argument():
     pred, target = _stack(n=2)
     with pytest.raises(ValueError, match="`steps`"):
         descent_trial(_stacked_ce, _stacked_ce, ACCURACY, pred, target, steps=(0.1, -1.0))
+
+
+@pytest.mark.parametrize(
+    ("gain", "se", "gains", "kept"),
+    [
+        (0.010, 0.002, (0.005, 0.010, 0.015), True),     # 5 standard errors, positive at every step
+        (0.003, 0.002, (0.001, 0.003, 0.005), False),    # 1.5 standard errors: not shown
+        (0.010, 0.002, (0.020, 0.020, -0.010), False),   # significant on average, but loses at the largest step
+        (0.010, 0.002, (0.0, 0.010, 0.020), False),      # no gain at the smallest step
+        (-0.010, 0.002, (-0.01, -0.01, -0.01), False),   # loses
+    ],
+)
+def test_trial_rule(gain, se, gains, kept):
+    trial = TrialComparison(REAL, gain, se, 64, 0.5, (0.01, 0.03, 0.1), gains, 0.05)
+    use, reason = trial_gate(_Reported(_stacked_ce, trial))
+    assert use is kept and reason.endswith("kept" if kept else "left out")

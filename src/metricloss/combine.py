@@ -26,8 +26,9 @@ __all__ = ["GATES", "TRIAL_MARGIN", "CombinedLoss", "LossFn", "combine", "predic
 #: The values of ``gate``: ``"verdict"`` (the default), ``"trial"`` (the descent trial, :func:`trial_gate`) or
 #: ``None`` (off).
 GATES = ("verdict", "trial", None)
-#: ``gate="trial"`` keeps the surrogate when its descent-trial gain is above this many standard errors.
-TRIAL_MARGIN = 0.0
+#: ``gate="trial"`` keeps the surrogate when its descent-trial gain is above this many standard errors (and positive at
+#: every step size).
+TRIAL_MARGIN = 2.0
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Schedule = Callable[[int], float]
@@ -102,10 +103,15 @@ def trial_gate(surrogate: object) -> tuple[bool, str]:
     :func:`metricloss.learn` (with ``outputs=``) measures on the held-out recorded outputs whether the metric improves
     more along ``combine(base, surrogate)``'s descent direction than along the base loss's, at equal step lengths
     (``surrogate.report.verdict.trial``, a :class:`~metricloss.verdict.TrialComparison`; the measurement is
-    :func:`metricloss.evaluation.descent_trial`). The surrogate is kept when the mean paired gain :math:`D` is above
-    :data:`TRIAL_MARGIN` standard errors, and left out otherwise. A surrogate with a real-output verdict but no
-    trial (saved before trials existed) is judged by :func:`verdict_gate`; one without a real-output verdict (the
-    zoo's, any plain callable) is kept.
+    :func:`metricloss.evaluation.descent_trial`). The surrogate is kept when both
+
+    - the mean paired gain :math:`D` (over batches and step sizes) is above :data:`TRIAL_MARGIN` standard errors, and
+    - the mean gain is positive at *every* step size (``trial.gains``): a combined direction that gains at small steps
+      but loses at larger ones flips a few outputs at the boundary at the expense of the base loss's progress (what
+      the sequence surrogate of issue 15 did: no gain in training BLEU, a loss in test BLEU);
+
+    and left out otherwise. A surrogate with a real-output verdict but no trial (saved before trials existed) is
+    judged by :func:`verdict_gate`; one without a real-output verdict (the zoo's, any plain callable) is kept.
 
     Args:
         surrogate: the surrogate (any object; only ``report.verdict`` is read, if present).
@@ -127,11 +133,15 @@ def trial_gate(surrogate: object) -> tuple[bool, str]:
     if not math.isfinite(gain):
         return True, f"its descent trial on held-out real outputs is undefined (gain {gain}): kept"
     bar = TRIAL_MARGIN * se if math.isfinite(se) else 0.0
-    words = (f"the metric gains {gain:+.5f} (standard error {se:.5f}) more along the combined loss's descent direction "
-             f"than along the baseline's on {trial.n_batches} held-out real-output batches")
-    if gain > bar:
-        return True, f"{words}, above {TRIAL_MARGIN:g} standard errors: kept"
-    return False, f"{words}, not above {TRIAL_MARGIN:g} standard errors: left out"
+    gains = tuple(float(g) for g in trial.gains)
+    steps = ", ".join(f"{g:+.5f} at {e:g}" for g, e in zip(gains, trial.steps, strict=False))
+    words = (f"the metric gains {gain:+.5f} (standard error {se:.5f}; {steps}) more along the combined loss's descent "
+             f"direction than along the baseline's on {trial.n_batches} held-out real-output batches")
+    if gain <= bar:
+        return False, f"{words}: not above {TRIAL_MARGIN:g} standard errors, left out"
+    if gains and min(gains) <= 0:
+        return False, f"{words}: not positive at every step size, left out"
+    return True, f"{words}: above {TRIAL_MARGIN:g} standard errors and positive at every step size, kept"
 
 
 class CombinedLoss(nn.Module):
