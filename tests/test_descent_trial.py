@@ -160,3 +160,10 @@ def test_trial_rule(gain, se, gains, kept):
     trial = TrialComparison(REAL, gain, se, 64, 0.5, (0.01, 0.03, 0.1), gains, 0.05)
     use, reason = trial_gate(_Reported(_stacked_ce, trial))
     assert use is kept and reason.endswith("kept" if kept else "left out")
+
+
+def test_the_trial_gate_is_combines_default():
+    losing = TrialComparison(REAL, -0.01, 0.002, 64, 0.5, (0.01, 0.03, 0.1), (-0.01, -0.01, -0.01), 0.05)
+    with pytest.warns(ml.WeakSurrogateWarning, match="gate=None"):
+        loss = ml.combine(F.cross_entropy, _Reported(_stacked_ce, losing))
+    assert loss.gate == "trial" and loss.gated and "descent direction" in loss.gate_reason
