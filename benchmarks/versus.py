@@ -239,15 +239,39 @@ def family_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def recorded_metric(key: str) -> str:
+    """A diagnostic (issue 24 item 5, added after the protocol, not a row): the metric on the batches the recording run
+    (seed 100) offers to the recorder, by part of the run: how much of what the surrogate learns from is already
+    perfect."""
+    fam = FAMILIES[key]()
+    rec = ml.OutputRecorder(max_bytes=ds.RECORD_BYTES)
+    data = fam.load(ds.RECORD_SEED)
+    fam.fit(fam.make_model(ds.RECORD_SEED), data, ds.recording(fam.baseline, rec), fam.epochs, fam.lr, ds.RECORD_SEED)
+    metric = BUILTINS[fam.key.removeprefix("imbalanced_")] if key.startswith("imbalanced_") else None
+    if metric is None:
+        raise SystemExit("--recorded is for the imbalanced families")
+    values = [float(metric.fn(p, t)) for p, t in rec]
+    n, lines = len(values), []
+    for part, sl in (("first quarter", slice(0, n // 4)), ("second half", slice(n // 2, n)), ("all", slice(0, n))):
+        v = values[sl]
+        lines.append(f"{key} recorded batches, {part}: {len(v)} batches, mean {statistics.mean(v):.4f}, "
+                     f"{sum(x == 1.0 for x in v)} exactly 1.0")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", nargs="*", default=[], choices=list(FAMILIES))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--table", action="store_true", help="print the cached families' tables")
+    parser.add_argument("--recorded", choices=[k for k in FAMILIES if k.startswith("imbalanced_")],
+                        help="a diagnostic: the metric on the recording run's batches (not a row of the table)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_line() + " (at start)", flush=True)
+    if args.recorded:
+        print(recorded_metric(args.recorded), flush=True)
     for key in args.family:
         res = run_family(FAMILIES[key](), args.seeds)
         RESULTS.mkdir(parents=True, exist_ok=True)
