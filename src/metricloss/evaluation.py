@@ -27,11 +27,21 @@ from ._memory import CHUNK_SHARE, PROBE_COPIES, PROBE_EXTRA, chunk_count, parse_
 from .metrics.base import BatchMetric
 from .report import Report
 from .tasks.base import Task
-from .verdict import GRADIENT_BATCHES, RANDOM, REAL, Verdict, compare_gradients, judge
+from .verdict import (
+    GRADIENT_BATCHES,
+    RANDOM,
+    REAL,
+    TRIAL_RATIO,
+    TRIAL_STEPS,
+    TrialComparison,
+    Verdict,
+    compare_gradients,
+    judge,
+)
 
 __all__ = [
-    "TooFewOutputsError", "agreement", "conform", "directional_correlation", "gradient_agreement", "measure",
-    "metric_changes", "stack_batches",
+    "TooFewOutputsError", "agreement", "conform", "descent_trial", "directional_correlation", "gradient_agreement",
+    "measure", "metric_changes", "stack_batches",
 ]
 
 StackedLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -288,6 +298,92 @@ def _grouped_probe(loss_fn: StackedLoss, metric: BatchMetric, p: torch.Tensor, t
     return _correlation(torch.cat(ds, dim=1), torch.cat(cs, dim=1))
 
 
+def descent_trial(
+    loss: StackedLoss,
+    baseline: StackedLoss,
+    metric: BatchMetric,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ratio: float = TRIAL_RATIO,
+    steps: Sequence[float] = TRIAL_STEPS,
+    regime: str = REAL,
+    chunk: int = 8,
+) -> TrialComparison:
+    r"""The descent trial (:class:`~metricloss.verdict.TrialComparison`): per held-out batch, the metric after an
+    equal-length step along ``baseline + w * loss``'s descent direction minus after one along ``baseline``'s.
+
+    Each batch is handled on its own: :math:`g_b, g_s` are the gradients of the two losses with respect to that batch's
+    predictions, :math:`w = r\lVert g_b
+Vert/\lVert g_s
+Vert` (``combine(weight="auto", ratio=r, momentum=0)``),
+    :math:`g_c = g_b + w g_s`, and for every :math:`\epsilon` in ``steps`` both
+    :math:`y - \epsilon s \sqrt n\, g/\lVert g
+Vert` (:math:`s`, :math:`n`: the batch's standard deviation and size)
+    are scored with ``metric`` (oriented so that higher is better). Batches where either gradient is zero or not
+    finite are skipped.
+
+    Args:
+        loss, baseline: stacked losses ``(N, B, ...) -> (N,)`` (a surrogate's ``batch_losses``, a task's
+            ``baseline``); each batch's loss must depend on that batch only.
+        metric: the metric (:class:`~metricloss.metrics.base.BatchMetric`).
+        pred, target: the held-out stacks ``(N, B, ...)``.
+        ratio: :math:`r`; steps: the :math:`\epsilon`; regime: what the batches are (recorded).
+        chunk: batches per backward pass and per metric call on the stepped copies (bounds memory).
+
+    Returns:
+        The :class:`~metricloss.verdict.TrialComparison` (its ``gain`` NaN when no batch could be measured).
+
+    Example:
+        >>> import torch
+        >>> from metricloss.metrics.base import as_metric
+        >>> from metricloss.tasks.base import get_task
+        >>> task = get_task("classification", num_classes=4)
+        >>> metric = as_metric("accuracy", None, task.metrics)
+        >>> pred, target = task.random_batches(16, 32, torch.Generator().manual_seed(0))
+        >>> descent_trial(task.baseline, task.baseline, metric, pred, target).gain   # the same direction
+        0.0
+    """
+    steps = tuple(float(e) for e in steps)
+    if not steps or any(not math.isfinite(e) or e <= 0 for e in steps):
+        raise ValueError(f"`steps` must be positive finite step sizes, got {steps!r}")
+    per_batch, base_changes = [], []
+    for p, t in zip(pred.split(chunk), target.split(chunk), strict=True):
+        grads = []
+        for fn in (baseline, loss):
+            x = p.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(fn(x, t).sum(), x, allow_unused=True)
+            grads.append(torch.zeros_like(x) if g is None else g.detach())
+        gb, gs = (g.flatten(1).to(p.dtype) for g in grads)
+        nb, ns = gb.double().norm(dim=1), gs.double().norm(dim=1)
+        ok = (nb > 0) & (ns > 0) & torch.isfinite(nb) & torch.isfinite(ns)
+        if not bool(ok.any()):
+            continue
+        p, t, gb, gs, nb, ns = p[ok], t[ok], gb[ok], gs[ok], nb[ok], ns[ok]
+        w = (ratio * nb / ns).to(p.dtype).unsqueeze(1)
+        gc = gb + w * gs
+        flat = p.detach().flatten(1)
+        length = flat.std(dim=1, keepdim=True).clamp_min(1e-6) * flat.shape[1] ** 0.5
+        units = [g / g.double().norm(dim=1, keepdim=True).clamp_min(1e-300).to(g.dtype) for g in (gb, gc)]
+        start = metric.oriented(metric.evaluate(p, t))
+        gains, moved = [], []
+        for eps in steps:
+            after = [metric.oriented(metric.evaluate((flat - eps * length * u).view_as(p), t)) for u in units]
+            gains.append(after[1] - after[0])
+            moved.append(after[0] - start)
+        per_batch.append(torch.stack(gains, dim=1))
+        base_changes.append(torch.stack(moved, dim=1))
+    if not per_batch:
+        return TrialComparison(regime, float("nan"), float("nan"), 0, ratio, steps, (), float("nan"))
+    d, b = torch.cat(per_batch).double(), torch.cat(base_changes).double()
+    n = d.shape[0]
+    mean_over_steps = d.mean(dim=1)
+    se = float(mean_over_steps.std() / n**0.5) if n > 1 else float("nan")
+    return TrialComparison(regime, float(mean_over_steps.mean()), se, n, ratio, steps,
+                           tuple(float(v) for v in d.mean(dim=0)), float(b.mean()))
+
+
 def _stacked(loss: Any) -> StackedLoss:
     """The per-batch loss of a stack: ``loss.batch_losses`` for the library's losses, else ``loss`` itself."""
     fn = getattr(loss, "batch_losses", None)
@@ -405,6 +501,13 @@ def measure(
     fields["verdict"] = _verdict(losses_of, task, heldout, (ours_losses, base_losses, metric_values), budget,
                                  real_outputs,
                                  random_check if real_outputs else None, gradient_dtype, seed, references)
+    if real_outputs:  # the descent trial that combine(gate="trial") decides by
+        t0 = time.perf_counter()
+        item = pred[0].nbytes + target[0].nbytes
+        fields["verdict"].trial = descent_trial(losses_of, task.baseline, metric,
+                                                pred if gradient_dtype is None else pred.to(gradient_dtype), target,
+                                                chunk=chunk_count(item, budget, 8, PROBE_EXTRA))
+        metric_seconds += time.perf_counter() - t0
     if started is not None:
         fields["learn_seconds"] = time.perf_counter() - started
     return Report.from_agreement(task, metric, method, ours, base, validation=validation,

@@ -38,8 +38,9 @@ import torch
 from . import ranking
 
 __all__ = [
-    "GRADIENT_BATCHES", "MARGIN", "OUTCOMES", "RANDOM", "REAL", "RESAMPLES", "RULE", "GradientComparison",
-    "RankingComparison", "Verdict", "WeakSurrogateWarning", "compare_gradients", "compare_ranking", "judge",
+    "GRADIENT_BATCHES", "MARGIN", "OUTCOMES", "RANDOM", "REAL", "RESAMPLES", "RULE", "TRIAL_RATIO", "TRIAL_STEPS",
+    "GradientComparison", "RankingComparison", "TrialComparison", "Verdict", "WeakSurrogateWarning",
+    "compare_gradients", "compare_ranking", "judge",
     "random_check", "warn_if_weak",
 ]
 
@@ -57,6 +58,12 @@ REAL, RANDOM = "real outputs", "random batches"
 #: Held-out batches the gradient comparison uses (the first ones), and the number of random batches
 #: :func:`metricloss.learn` draws for its random-batch comparison when it learned from real outputs.
 GRADIENT_BATCHES = 64
+#: The descent trial's steps (:class:`TrialComparison`): each batch's predictions move this many times their own
+#: standard deviation (root mean square per coordinate), along the base loss's and the combined loss's descent
+#: directions.
+TRIAL_STEPS = (0.01, 0.03, 0.1)
+#: The surrogate's share of the combined gradient in the descent trial: ``combine``'s default ``ratio``.
+TRIAL_RATIO = 0.5
 
 StackedLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -123,6 +130,51 @@ class GradientComparison:
                 f"cosine {_f(self.cosine, '+.3f')} (mean)")
 
 
+@dataclass(frozen=True)
+class TrialComparison:
+    r"""Does the metric improve more along ``combine(base, surrogate)``'s descent direction than along the base
+    loss's? Measured on held-out batches by :func:`metricloss.evaluation.descent_trial`.
+
+    For batch :math:`i` with predictions :math:`y_i` (:math:`n` numbers, standard deviation :math:`s_i`), the base
+    loss's gradient :math:`g_b` and the surrogate's :math:`g_s` with respect to :math:`y_i`, the combined gradient is
+    :math:`g_c = g_b + w_i g_s` with :math:`w_i = r\lVert g_b
+Vert / \lVert g_s
+Vert` (``combine``'s auto weight at
+    ``ratio`` :math:`r`, momentum 0). For each step size :math:`\epsilon` the two steps have the same length,
+    :math:`y_i - \epsilon s_i \sqrt n \, g / \lVert g
+Vert`, and the paired gain is
+    :math:`D_i = M(	ext{step along } g_c) - M(	ext{step along } g_b)` (higher is better); :attr:`gain` is the mean
+    over batches and steps and :attr:`standard_error` the standard error of the per-batch mean over steps
+    (std / sqrt(N)).
+
+    Attributes:
+        regime: the held-out batches (:data:`REAL` or :data:`RANDOM`).
+        gain: mean paired gain (metric units, higher is better); > 0: the combined direction improves the metric
+            more.
+        standard_error: its standard error over batches.
+        n_batches: batches measured (those with a non-zero, finite gradient of both losses).
+        ratio: :math:`r`.
+        steps: the step sizes :math:`\epsilon`.
+        gains: the mean paired gain at each step size.
+        base_gain: the metric's mean change along the base loss's step alone (averaged over steps), for scale.
+    """
+
+    regime: str
+    gain: float
+    standard_error: float
+    n_batches: int
+    ratio: float = TRIAL_RATIO
+    steps: tuple[float, ...] = TRIAL_STEPS
+    gains: tuple[float, ...] = ()
+    base_gain: float = float("nan")
+
+    def describe(self, baseline: str) -> str:
+        return (f"descent trial on {self.n_batches} {self.regime}: the metric gains {_f(self.gain, '+.5f')} "
+                f"(standard error {_f(self.standard_error, '.5f')}) more along combine({baseline}, surrogate)'s "
+                f"descent direction than along {baseline}'s (equal steps of {', '.join(f'{e:g}' for e in self.steps)}"
+                f" x each batch's std; {baseline}'s own step gains {_f(self.base_gain, '+.5f')})")
+
+
 @dataclass
 class Verdict:
     """Whether a surrogate ranks batches better than its baseline loss: one answer and the numbers behind it.
@@ -137,6 +189,8 @@ class Verdict:
             to ``learn(compare_with=...)``), on the same held-out batches and regimes, by the same rule; each
             comparison's ``against`` names the loss.
         rule: the rule the outcomes follow (:data:`RULE`).
+        trial: the descent trial on the held-out real outputs (:class:`TrialComparison`; ``None``: not measured),
+            what ``combine(..., gate="trial")`` decides by.
 
     Example:
         >>> import torch
@@ -155,6 +209,7 @@ class Verdict:
     gradient: GradientComparison | None = None
     rule: str = RULE
     references: list[RankingComparison] = field(default_factory=list)
+    trial: TrialComparison | None = None
 
     @classmethod
     def of(cls, real: RankingComparison | None = None, random: RankingComparison | None = None,
@@ -209,8 +264,12 @@ class Verdict:
             value = data.get(name)
             parts[name] = None if value is None else kind(**value)
         references = [RankingComparison(**c) for c in data.get("references") or ()]
+        trial = data.get("trial")
+        if trial is not None:
+            trial = TrialComparison(**{**trial, "steps": tuple(trial.get("steps", TRIAL_STEPS)),
+                                       "gains": tuple(trial.get("gains", ()))})
         return cls(outcome=data["outcome"], basis=data.get("basis"), rule=data.get("rule", RULE),
-                   references=references, **parts)
+                   references=references, trial=trial, **parts)
 
     def lines(self, baseline: str) -> list[str]:
         """What the verdict says, one line per measurement (the first is the answer)."""
@@ -224,7 +283,8 @@ class Verdict:
                 "loses": f"do not use it: {baseline} ranks {self.basis} better",
                 "unknown": "undefined (a constant loss or metric)"}[self.outcome]
         out = [f"Verdict: **{self.outcome}** ({head})."]
-        out += [f"- {c.describe(baseline)}" for c in (self.real, self.random, self.gradient) if c is not None]
+        out += [f"- {c.describe(baseline)}" for c in (self.real, self.random, self.gradient, self.trial)
+                if c is not None]
         out += [f"- {c.describe(baseline)}" for c in self.references]
         ranks = self.ranks(baseline)
         if len(ranks) > 2:
