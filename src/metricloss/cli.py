@@ -25,11 +25,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 #: The shape options of ``metricloss learn``: option -> the task keyword it sets.
 SHAPE_OPTIONS = {"--num-classes": "num_classes", "--num-keypoints": "num_keypoints", "--heatmap-size": "heatmap_size",
-                 "--vocab-size": "vocab_size", "--max-length": "max_length", "--num-labels": "num_labels"}
+                 "--vocab-size": "vocab_size", "--max-length": "max_length", "--num-labels": "num_labels",
+                 "--image-size": "image_size", "--ignore-index": "ignore_index"}
 #: A small shape per built-in family, only to list its metrics in ``learn --help``.
 _EXAMPLE_SHAPES = {"classification": {"num_classes": 10}, "ordinal": {"num_classes": 5}, "set": {},
                    "pose": {"num_keypoints": 4, "heatmap_size": (16, 16)},
-                   "sequence": {"vocab_size": 32, "max_length": 24}}
+                   "sequence": {"vocab_size": 32, "max_length": 24}, "segmentation": {"num_classes": 3}}
 
 
 def _families_text() -> str:
@@ -71,8 +72,9 @@ def _task_kwargs(args: argparse.Namespace) -> dict:
     from .tasks.base import TASKS
 
     kw = {key: getattr(args, key) for key in SHAPE_OPTIONS.values() if getattr(args, key, None) is not None}
-    if "heatmap_size" in kw:
-        kw["heatmap_size"] = tuple(kw["heatmap_size"])
+    for key in ("heatmap_size", "image_size"):
+        if key in kw:
+            kw[key] = tuple(kw[key])
     if args.task in TASKS:
         params = inspect.signature(TASKS[args.task].__init__).parameters
         known = [o for o, k in SHAPE_OPTIONS.items() if k in params]
@@ -247,12 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", default=None, metavar="FILE",
                    help="G_M: a torch.save'd list of (pred, target) batches; shapes not given are read from it")
     shapes = p.add_argument_group("shape options (those of the chosen --task; inferred from --outputs if omitted)")
-    shapes.add_argument("--num-classes", type=int, default=None, help="classification, ordinal: C / K")
+    shapes.add_argument("--num-classes", type=int, default=None,
+                        help="classification, ordinal, segmentation: C / K (segmentation: 1 for one binary logit)")
     shapes.add_argument("--num-keypoints", type=int, default=None, help="pose: K")
     shapes.add_argument("--heatmap-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="pose: H W")
     shapes.add_argument("--vocab-size", type=int, default=None, help="sequence: V")
     shapes.add_argument("--max-length", type=int, default=None, help="sequence: the largest T")
     shapes.add_argument("--num-labels", type=int, default=None, help="set: L (omit for binary scores)")
+    shapes.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="segmentation: H W of the random batches (default 64 64; the surrogate serves any size)")
+    shapes.add_argument("--ignore-index", type=int, default=None,
+                        help="segmentation: the target value of unlabelled pixels (default 255)")
     p.add_argument("--objective", default="spearman", choices=["spearman", "kendall", "l2", "l1", "gradient"])
     p.add_argument("--steps", type=int, default=None,
                    help="upper bound on learning steps (default: the task's, 2000 for small batches, 100 at C = 1000)")

@@ -11,13 +11,15 @@ ordinal            ``(B, K)``              ``num_classes = K``
 set                ``(B,)`` / ``(B, L)``   ``num_labels = None`` (binary) / ``L``
 pose               ``(B, K, H, W)``        ``num_keypoints = K``, ``heatmap_size = (H, W)``
 sequence           ``(B, T, V)``           ``vocab_size`` = the widest ``V``, ``max_length`` = the longest ``T``
+segmentation       ``(B, C, H, W)``        ``num_classes = C`` (1: one binary logit), ``image_size = (H, W)``
 =================  ======================  ===================================================================
 
 Every batch must agree on them (batch sizes may differ, and so may sequence lengths ``T`` and, since compacted
 sequence outputs (:meth:`~metricloss.tasks.sequence.SequenceTask.compact`) are narrower than the vocabulary, widths
 ``V``); the first batch that does not is named in the error. A keyword the user gives is checked against the
 outputs (``max_length`` and ``vocab_size`` may exceed the largest ``T`` and ``V``: they are upper bounds, and equal
-to them is accepted); keywords that are not shapes (``sigma``, ``reference``, ``pad_id``) pass through. A family
+to them is accepted); keywords that are not shapes (``sigma``, ``reference``, ``pad_id``,
+``ignore_index``) pass through. A family
 registered by a user gets no inference: its keywords are passed on as given.
 """
 
@@ -54,6 +56,12 @@ def _sequence(pred: torch.Tensor) -> dict[str, Any]:
     return {"vocab_size": int(pred.shape[-1]), "max_length": int(pred.shape[-2])}
 
 
+def _segmentation(pred: torch.Tensor) -> dict[str, Any]:
+    _dims(pred, (4,), "(B, C, H, W) per-pixel logits")
+    c, h, w = (int(s) for s in pred.shape[-3:])
+    return {"num_classes": c, "image_size": (h, w)}
+
+
 def _dims(pred: torch.Tensor, dims: tuple[int, ...], want: str) -> None:
     if pred.dim() not in dims:
         raise ValueError(f"`pred` must be {want}, got shape {tuple(pred.shape)}")
@@ -62,15 +70,16 @@ def _dims(pred: torch.Tensor, dims: tuple[int, ...], want: str) -> None:
 #: The shape keywords of each built-in family, read from one batch's ``pred``.
 INFERABLE: dict[str, ShapeFn] = {
     "classification": _classes, "ordinal": _classes, "set": _set, "pose": _pose, "sequence": _sequence,
+    "segmentation": _segmentation,
 }
 #: Keywords that are upper bounds: the largest value over the batches is inferred, a larger given value is fine.
 UPPER_BOUNDS = ("max_length", "vocab_size")
 
 
 def _normalise(key: str, value: Any) -> Any:
-    if key == "heatmap_size" and isinstance(value, int) and not isinstance(value, bool):
+    if key in ("heatmap_size", "image_size") and isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
-    if key == "heatmap_size" and isinstance(value, Sequence):
+    if key in ("heatmap_size", "image_size") and isinstance(value, Sequence):
         return tuple(value)
     return value
 
