@@ -209,6 +209,54 @@ def score(model: nn.Module) -> dict[str, float]:
             "boundary_f1": 100 * float(boundary_f1(logits, data.y_test, IGNORE))}
 
 
+@cache
+def binary_scenes() -> SegmentationSplit:
+    """The binary counterpart of :func:`scenes` (every digit pixel class 1), for the zoo's Dice entry."""
+    return digit_scenes("mnist_5k", 64, train_scenes=512, test_scenes=256, ignore_band=1, binary=True, seed=0)
+
+
+@cache
+def checkpoints(binary: bool = False, seed: int = RECORD_SEED) -> tuple[list[tuple[torch.Tensor, torch.Tensor]],
+                                                                       list[torch.Tensor]]:
+    """Model outputs for the zoo (not part of the protocol above): the U-Net trained with CE from ``seed`` for
+    :data:`EPOCHS` epochs on :func:`scenes` (:func:`binary_scenes` when ``binary``); after each epoch its
+    training-set logits with their label maps (one fixed shuffled order) and its test-set logits."""
+    data = binary_scenes() if binary else scenes()
+    model = make_model(seed) if not binary else _binary_model(seed)
+    opt = torch.optim.Adam(model.parameters(), LR)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(1))
+    train_out, test_out = [], []
+    for _ in range(EPOCHS):
+        model.train()
+        for idx in torch.randperm(len(data.x_train), generator=g).split(BATCH):
+            loss = ce(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            train_out.append((torch.cat([model(x) for x in data.x_train[perm].split(64)]), data.y_train[perm]))
+            test_out.append(torch.cat([model(x) for x in data.x_test.split(64)]))
+    return train_out, test_out
+
+
+def _binary_model(seed: int) -> UNet:
+    torch.manual_seed(seed)
+    return UNet(2)
+
+
+def test_batches(binary: bool = False, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The :func:`checkpoints` test-set logits, every checkpoint in consecutive batches of ``batch_size``, stacked
+    ``(N, batch_size, C, H, W)`` with their label maps."""
+    data = binary_scenes() if binary else scenes()
+    _, test_out = checkpoints(binary)
+    n = len(data.y_test) // batch_size
+    pred = torch.cat([z[: n * batch_size].reshape(n, batch_size, *z.shape[1:]) for z in test_out])
+    target = data.y_test[: n * batch_size].reshape(n, batch_size, *data.y_test.shape[1:]).repeat(len(test_out), 1, 1, 1)
+    return pred, target
+
+
 # ----- (a) recording, surrogates, ranking ----------------------------------------------------------------------
 
 def surrogates(fresh: bool = False) -> dict[str, ml.Surrogate]:
