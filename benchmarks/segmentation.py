@@ -72,6 +72,12 @@ table): ``--no-gate`` runs only the two combine rows of both regimes with ``gate
 without the verdict gate, which leaves out a surrogate whose report does not beat CE on held-out real outputs),
 cached as ``seed<s>-nogate.json`` and compared with the same seed's CE and CE + Dice rows (only seeds whose
 protocol rows are cached).
+
+Diagnostic (added after the protocol, after the reports' 9 held-out batches were seen): ``--ranking-test`` ranks
+the 96 batches of 8 test-set logits of the recording run's model after each of its 3 epochs (:func:`test_batches`,
+test scenes no surrogate saw) by each surrogate, CE, soft Dice and Lovasz-softmax (Spearman and Kendall of the
+negated loss with the metric), with a bootstrap standard error of each Spearman difference (1000 resamples of the
+batches, seed 0).
 """
 
 from __future__ import annotations
@@ -96,7 +102,9 @@ from torch import nn
 import metricloss as ml
 from common import machine_line
 from metricloss.datasets_segmentation import SegmentationSplit, digit_scenes
+from metricloss.evaluation import agreement
 from metricloss.metrics.segmentation import boundary_f1, miou
+from metricloss.ranking import spearman
 from metricloss.references.segmentation import LovaszSoftmaxLoss, SoftDiceLoss
 from metricloss.tasks import get_task
 from metricloss.tasks.segmentation import pixel_cross_entropy
@@ -299,6 +307,38 @@ def ranking_rows(sur: ml.Surrogate) -> dict[str, Any]:
                                               "difference": c.difference, "se": c.standard_error,
                                               "outcome": c.outcome, "n_batches": c.n_batches}
     return {"real": rows}
+
+
+def ranking_test() -> None:
+    torch.set_num_threads(1)
+    sur = surrogates()
+    pred, target = test_batches()
+    losses = {"cross-entropy": pixel_cross_entropy(pred, target, IGNORE),
+              "soft dice": torch.stack([_dice(p, t) for p, t in zip(pred, target, strict=True)]),
+              "lovasz softmax": torch.stack([_lovasz(p, t) for p, t in zip(pred, target, strict=True)])}
+    print(f"\nDiagnostic: ranking {pred.shape[0]} batches of {pred.shape[1]} test-set logits of the recording run's "
+          f"checkpoints ({machine_line()})")
+    print("| metric | loss | Spearman / Kendall | surrogate − loss Spearman (bootstrap s.e.) |")
+    print("| --- | --- | --- | --- |")
+    g = torch.Generator().manual_seed(0)
+    boots = torch.randint(0, pred.shape[0], (1000, pred.shape[0]), generator=g)
+    out: dict[str, Any] = {"machine": machine_line()}
+    for m in METRICS:
+        with torch.no_grad():
+            own = torch.stack([sur[m](p, t) for p, t in zip(pred, target, strict=True)])
+        values = (miou if m == "miou" else boundary_f1)(pred, target, IGNORE)
+        ag = agreement(own, values, True)
+        print(f"| {m} | surrogate | {ag['spearman']:.4f} / {ag['kendall']:.4f} | |")
+        out[m] = {"surrogate": ag}
+        for name, loss in losses.items():
+            other = agreement(loss, values, True)
+            diffs = [spearman(-own[b].double(), values[b].double()) - spearman(-loss[b].double(), values[b].double())
+                     for b in boots]
+            se = float(torch.stack(diffs).std())
+            d = ag["spearman"] - other["spearman"]
+            print(f"| {m} | {name} | {other['spearman']:.4f} / {other['kendall']:.4f} | {d:+.4f} ({se:.4f}) |")
+            out[m][name] = {**other, "difference": d, "se": se}
+    (RESULTS / "ranking_test.json").write_text(json.dumps(out, indent=1))
 
 
 def print_ranking() -> None:
@@ -511,6 +551,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--fresh", action="store_true")
     p.add_argument("--ranking-only", action="store_true")
+    p.add_argument("--ranking-test", action="store_true", help="the diagnostic: ranking on test-set checkpoints")
     p.add_argument("--no-gate", action="store_true", help="the diagnostic: combine rows with gate=None")
     p.add_argument("--cost", action="store_true")
     p.add_argument("--learn-cost", action="store_true")
@@ -524,6 +565,9 @@ def main() -> None:
         for flag, fn in ((a.cost, cost), (a.learn_cost, learn_cost), (a.overhead, overhead)):
             if flag:
                 fn()
+        return
+    if a.ranking_test:
+        ranking_test()
         return
     torch.set_num_threads(1)
     print(machine_line(), flush=True)
