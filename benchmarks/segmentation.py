@@ -584,6 +584,7 @@ def main() -> None:
     p.add_argument("--seeds-list", type=str, default=None, help="comma-separated seeds to run (one process's share)")
     p.add_argument("--fresh", action="store_true")
     p.add_argument("--ranking-only", action="store_true")
+    p.add_argument("--report", action="store_true", help="print the tables of the cached seeds; run nothing")
     p.add_argument("--ranking-test", action="store_true", help="the diagnostic: ranking on test-set checkpoints")
     p.add_argument("--no-gate", action="store_true", help="the diagnostic: combine rows with gate=None")
     p.add_argument("--cost", action="store_true")
@@ -601,6 +602,11 @@ def main() -> None:
         return
     if a.ranking_test:
         ranking_test()
+        return
+    if a.report:
+        print_ranking()
+        cached = sorted(RESULTS.glob("seed[0-9].json"), key=lambda f: int(f.stem[4:]))
+        print_training([json.loads(f.read_text()) for f in cached])
         return
     torch.set_num_threads(1)
     print(machine_line(), flush=True)
