@@ -136,13 +136,72 @@ def test_full_resolution_statistics_match_a_naive_loop():
     assert torch.allclose(stats[:, :len(FULL_FEATURES)], _naive_full(z, y).to(stats.dtype), atol=1e-9)
 
 
+def _naive_scale(z, y, f):
+    """The pooled-scale statistics of one batch (one factor ``f``, sides multiples of ``f``) by explicit loops."""
+    b, c, h, w = z.shape
+    p = z.double().softmax(dim=1) * (y != 255).unsqueeze(1)
+    onehot = torch.zeros(b, c, h, w, dtype=torch.float64)
+    for i in range(b):
+        for r in range(h):
+            for s in range(w):
+                if int(y[i, r, s]) != 255:
+                    onehot[i, int(y[i, r, s]), r, s] = 1.0
+    hh, ww = h // f, w // f
+
+    def blocks(x):
+        return torch.tensor([[[[float(x[i, k, r * f:(r + 1) * f, s * f:(s + 1) * f].mean()) for s in range(ww)]
+                               for r in range(hh)] for k in range(c)] for i in range(b)], dtype=torch.float64)
+
+    def band(x):
+        out = torch.zeros_like(x)
+        for r in range(hh):
+            for s in range(ww):
+                for dr, ds in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+                    if 0 <= r + dr < hh and 0 <= s + ds < ww:
+                        out[..., r, s] += (x[..., r, s] - x[..., r + dr, s + ds]).abs()
+        return out
+
+    q, t = blocks(p), blocks(onehot)
+    bt, bp = band(t), band(q)
+
+    def tot(x):
+        return x.sum(dim=(0, 2, 3))
+
+    def ratio(a, d):
+        return a / d.clamp_min(1.0)
+
+    it, ip = tot(bt * q * t), tot(bp * q * t)
+    pt, tt, pp, tp = tot(bt * q), tot(bt * t), tot(bp * q), tot(bp * t)
+    both = tot(bp * bt)
+    cols = [ratio(tot(q * t), tot(q * q) + tot(t * t) - tot(q * t)), ratio(it, tt), ratio(it, pt),
+            ratio(it, pt + tt - it), ratio(ip, tp), ratio(ip, pp), ratio(ip, pp + tp - ip), ratio(both, tot(bp)),
+            ratio(both, tot(bt)), ratio(tot(bt), tot(t)), ratio(tot(bp), tot(q))]
+    return torch.stack(cols, dim=-1)
+
+
+def test_pooled_scale_statistics_match_a_naive_loop():
+    z, y = _batch(b=2, c=3, h=16, w=8)
+    stats = segmentation_statistics(z.double(), y, scales=(4,))
+    assert torch.allclose(stats[:, len(FULL_FEATURES):], _naive_scale(z, y, 4), atol=1e-9)
+
+
+def test_large_images_pool_by_larger_factors_to_the_grid():
+    z, y = _batch(b=1, c=3, h=64, w=32)
+    big_z = z.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    big_y = y.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    # at 256 x 128 with grid 16 the factors 4, 8 become 16, 32: the same pooled maps as 4, 8 on the image 4x smaller
+    small = segmentation_statistics(z, y, scales=(4, 8))
+    large = segmentation_statistics(big_z, big_y, scales=(4, 8), grid=16)
+    assert torch.allclose(small, large, atol=1e-5)
+
+
 def test_fused_full_resolution_pass_matches_autograd_values_and_gradients():
     z, y = _batch(b=2, c=5, h=10, w=13)  # 10 x 13 is not a multiple of 4: padded blocks
     z = z.double().requires_grad_()
     for sharpness in (1.0, 3.0):
         valid = y != 255
         yc = torch.where(valid, y, 0)
-        q, py, _ = seg._PooledSoftmax.apply(z, yc, valid.double(), 4, sharpness)
+        q, py = seg._PooledSoftmax.apply(z, yc, valid.double(), 4, sharpness)
         weights = torch.randn_like(q), torch.randn_like(py)
         (g_fused,) = torch.autograd.grad((q * weights[0]).sum() + (py * weights[1]).sum(), z)
         p = (z * sharpness).softmax(dim=1) * valid.unsqueeze(1)
@@ -306,3 +365,46 @@ def test_cli_learn_and_evaluate_segmentation(tmp_path, capsys):
     assert sur.task.config() == {"num_classes": 3, "image_size": [16, 16], "ignore_index": 255}
     assert cli.main(["evaluate", str(out), "--batches", "8", "--metric", "pixel_accuracy"]) == 0
     assert "pixel_accuracy" in capsys.readouterr().out
+
+
+def test_the_memory_budget_holds_at_a_larger_size():
+    """The pool and the held-out batches are sized by ``batch_nbytes`` against the budget (a small budget at 128 x 128
+    stands for the default one at 1024 x 2048, where one batch of 8 is 1.4 GB); a budget too small for two batches is
+    an error that says what to pass."""
+    task = SegmentationTask(4, image_size=128)
+    nbytes = task.batch_nbytes(2)
+    assert nbytes == 2 * 128 * 128 * (4 * 4 + 8)
+    budget = 12 * nbytes  # the pool may take 6 batches, the held-out set 3
+    sur = ml.learn("miou", task="segmentation", num_classes=4, image_size=128, batch_size=2, steps=2,
+                   batches_per_step=4, validation_batches=8, memory_budget=budget, progress=False, seed=0)
+    assert sur.report.settings["pool_size"] == 6 and sur.report.n_validation_batches == 3
+    with pytest.raises(ValueError, match=r"`memory_budget` .* too small"):
+        ml.learn("miou", task="segmentation", num_classes=4, image_size=128, batch_size=2, steps=1, progress=False,
+                 memory_budget=3 * nbytes)
+
+
+def test_relabel_makes_new_label_maps_around_the_models_prediction():
+    task = SegmentationTask(5, image_size=32)
+    pred, target = task.random_batches(24, 2, torch.Generator().manual_seed(0))
+    state = torch.get_rng_state()
+    out_pred, out_target = task.relabel(pred, target, torch.Generator().manual_seed(1))
+    again = task.relabel(pred, target, torch.Generator().manual_seed(1))[1]
+    assert torch.equal(state, torch.get_rng_state()) and torch.equal(out_target, again)
+    assert out_pred is pred and out_target.shape == target.shape and out_target.dtype == torch.int64
+    assert torch.equal(out_target == 255, target == 255)  # ignored pixels stay ignored, no new ones
+    task.check(out_pred, out_target, stacked=True)
+    values = miou(out_pred, out_target)
+    assert float(values.max()) > 0.9 and float(values.min()) < 0.7  # from the model's own map to many changes
+
+
+def test_few_errors_changes_that_many_regions_of_the_predicted_labels():
+    task = SegmentationTask(4, image_size=32)
+    pred, target = task.random_batches(6, 2, torch.Generator().manual_seed(0))
+    errors = torch.tensor([0, 1, 2, 3, 0, 3])
+    _, new = task.few_errors(pred, target, errors, torch.Generator().manual_seed(2))
+    predicted = torch.where(target == 255, target, pred.argmax(dim=2))
+    changed = (new != predicted).flatten(1).sum(dim=1)
+    assert bool((changed[errors == 0] == 0).all()) and bool((changed[errors > 0] > 0).all())
+    assert torch.equal(new == 255, target == 255)
+    values = miou(pred, new)
+    assert bool((values[errors == 0] == 1).all()) and bool((values[errors > 0] < 1).all())

@@ -16,10 +16,11 @@ batch's non-ignored pixels counted (:math:`n` of them), per class :math:`c`:
   :math:`T_c = \sum Y_c` and from them the shares :math:`I_c/n`, :math:`(P_c - I_c)/n`, :math:`(T_c - I_c)/n`,
   :math:`T_c/n`, soft recall, precision, Dice and IoU (denominators floored at one pixel), the indicator
   :math:`[T_c > 0]` and the log-share :math:`\log(T_c/n)` (scaled to ``[0, 1]``);
-- at each pooling factor :math:`f` of ``scales`` (default 4, 8, 16), on the block averages :math:`q_c` of
+- at each pooling factor :math:`f` of ``scales`` (default 4, 8, 16; larger for images above ``4 * grid`` pixels
+  a side, so the first pooled map has at most ``grid`` = 64 pixels a side), on the block averages :math:`q_c` of
   :math:`p_c` and :math:`t_c` of :math:`Y_c`: the Tanimoto overlap :math:`\sum q t / \sum(q^2 + t^2 - qt)`, and in
-  the boundary bands of the target, :math:`b^t = \mathrm{dilate}(t) - \mathrm{erode}(t)`, and of the prediction,
-  :math:`b^p = \mathrm{dilate}(q) - \mathrm{erode}(q)` (3x3 max-pooling), the band-weighted recall
+  the boundary bands of the target :math:`b^t` and of the prediction :math:`b^p` (per pooled pixel, the absolute
+  differences to its four neighbours summed: 0 inside flat regions), the band-weighted recall
   :math:`\sum bqt / \sum bt`, precision :math:`\sum bqt / \sum bq` and IoU; the boundaries' agreement
   :math:`\sum b^p b^t / \sum b^p` and :math:`\sum b^p b^t / \sum b^t`; and the band masses relative to the class's
   mass (denominators floored at one block).
@@ -54,6 +55,8 @@ objects, stuff boundaries moved; its one-hot map is blurred (down- and up-sampli
 noise, which flips pixels near boundaries, and scaled by a temperature log-uniform in ``[0.3, 12]`` (under- and
 over-confidence). mIoU spreads over about ``[0.05, 1]``. All randomness comes from the ``generator`` argument, and
 images are rendered a few at a time (:data:`GEN_ELEMENTS`), so memory stays bounded at ``1024 x 2048``.
+:meth:`SegmentationTask.relabel` makes new label maps for real outputs (G_M's half of the pool with ``outputs=``): the
+model's prediction with its boundaries moved where it is unsure and objects it missed painted in.
 
 Example:
     >>> import torch
@@ -83,7 +86,7 @@ from torch import nn
 
 from .._checks import check_int, check_positive
 from ..metrics.base import BatchMetric, Metric
-from ..metrics.segmentation import BUILTINS, IGNORE_INDEX, check_segmentation
+from ..metrics.segmentation import BUILTINS, IGNORE_INDEX, check_segmentation, segmentation_labels
 from ._nets import mlp
 from .base import Task, capped_steps, register_task
 
@@ -97,6 +100,9 @@ SCALE_FEATURES = ("tanimoto", "tband_recall", "tband_precision", "tband_iou", "p
                   "pband_iou", "boundary_precision", "boundary_recall", "tband_mass", "pband_mass")
 #: The log-share feature's floor: :math:`\log(T_c / n)` is clamped at this and scaled to ``[0, 1]``.
 LOG_SHARE_FLOOR = -14.0
+#: The default net pools images whose longer side exceeds 4 x 64 = 256 pixels by larger factors, so that its first
+#: pooled map has at most this many pixels a side (at 512 x 512 the factors 8, 16, 32; at 1024 x 2048, 32, 64, 128).
+DEFAULT_GRID = 64
 #: Logits G_R renders at once (bounds its temporaries; at least one image at a time).
 GEN_ELEMENTS = 1 << 23
 #: Logits in one learning step's default batches (sets :attr:`SegmentationTask.default_batches_per_step`).
@@ -157,7 +163,12 @@ def _band(x: torch.Tensor) -> torch.Tensor:
     ``(2, 42, 64, 64)``), and like it a band of about two pooled pixels around each boundary."""
     dh = (x[..., 1:] - x[..., :-1]).abs()
     dv = (x[..., 1:, :] - x[..., :-1, :]).abs()
-    return F.pad(dh, (1, 0)) + F.pad(dh, (0, 1)) + F.pad(dv, (0, 0, 1, 0)) + F.pad(dv, (0, 0, 0, 1))
+    band = torch.zeros_like(x)
+    band[..., 1:] += dh
+    band[..., :-1] += dh
+    band[..., 1:, :] += dv
+    band[..., :-1, :] += dv
+    return band
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor, floor: float) -> torch.Tensor:
@@ -201,27 +212,28 @@ class _PooledSoftmax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, f: int,
+    def forward(ctx: Any, z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, f: int,
                 sharpness: float) -> tuple[torch.Tensor, torch.Tensor]:
         p = (z * sharpness if sharpness != 1 else z).softmax(dim=1)
         if valid is not None:
             p.mul_(valid.unsqueeze(1))
         py = p.gather(1, y.unsqueeze(1)).squeeze(1)
-        return _pool(p, f), py, p
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
-        z, y, valid, f, sharpness = inputs
-        _, py, p = output
-        ctx.mark_non_differentiable(p)
+        ctx.set_materialize_grads(False)  # no full-size zeros for an output the caller does not use
         ctx.save_for_backward(z, y, valid, p, py)
         ctx.f, ctx.sharpness = f, sharpness
+        return _pool(p, f), py
 
     @staticmethod
-    def backward(ctx: Any, gq: torch.Tensor, gpy: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, gq: torch.Tensor | None, gpy: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         z, y, valid, p, py = ctx.saved_tensors
         f, t = ctx.f, ctx.sharpness
         m, c, h, w = p.shape
+        if gq is None and gpy is None:
+            return None, None, None, None, None
+        if gq is None:
+            gq = torch.zeros(m, c, -(-h // f), -(-w // f), dtype=p.dtype, device=p.device)
+        if gpy is None:
+            gpy = torch.zeros_like(py)
         if torch.is_grad_enabled():  # create_graph: differentiable ops, so the gradient has a gradient
             pd = (z * t).softmax(dim=1)
             if valid is not None:
@@ -229,23 +241,34 @@ class _PooledSoftmax(torch.autograd.Function):
             up = gq.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)[..., :h, :w] / (f * f)
             a = up.scatter_add(1, y.unsqueeze(1), gpy.unsqueeze(1))
             return t * (pd * a - pd * (pd * a).sum(dim=1, keepdim=True)), None, None, None, None
-        padded = _pad_to(p, f)
-        hp, wp = padded.shape[-2:]
-        gp = padded.view(m, c, hp // f, f, wp // f, f) * (gq / (f * f))[:, :, :, None, :, None]
-        gp = gp.view(m, c, hp, wp)[..., :h, :w]
+        gp = F.interpolate(gq / (f * f), scale_factor=f, mode="nearest") if f > 1 else gq.clone()
+        gp = gp[..., :h, :w].mul_(p)
         pg = (py * gpy).unsqueeze(1)
         s = gp.sum(dim=1, keepdim=True).add_(pg)
         grad = gp.addcmul_(p, s, value=-1).scatter_add_(1, y.unsqueeze(1), pg)
         return (grad.mul_(t) if t != 1 else grad), None, None, None, None
 
 
+def _scaled(scales: tuple[int, ...], side: int, grid: int | None) -> tuple[int, ...]:
+    """``scales`` times the least power of two that brings the first pooled map to at most ``grid`` pixels a side
+    (``None``: as given)."""
+    if grid is None or -(-side // scales[0]) <= grid:
+        return scales
+    k = 2 ** math.ceil(math.log2(side / (grid * scales[0])))
+    return tuple(f * k for f in scales)
+
+
 def segmentation_statistics(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-                            scales: Sequence[int] = (4, 8, 16), sharpness: float = 1.0) -> torch.Tensor:
+                            scales: Sequence[int] = (4, 8, 16), sharpness: float = 1.0,
+                            grid: int | None = None) -> torch.Tensor:
     r"""Per-class statistics ``(..., C, F)`` of a batch's soft prediction against its targets, over the whole
     batch's non-ignored pixels: logits ``(..., B, C, H, W)``, targets ``(..., B, H, W)``.
 
     ``F = len(FULL_FEATURES) + len(scales) * len(SCALE_FEATURES)`` (see the module docstring for each). ``scales``
-    are pooling factors, each a multiple of the one before (at least one). ``C = 1`` is binary (two classes).
+    are pooling factors, each a multiple of the one before (at least one); with ``grid``, images whose longer side
+    exceeds ``grid * scales[0]`` pixels have every factor multiplied by the least power of two that brings the first
+    pooled map to at most ``grid`` pixels a side (the pooled part's cost then stays bounded, and the bands measure
+    boundaries in units of the image size there). ``C = 1`` is binary (two classes).
     Differentiable in ``logits``; every feature is a ratio whose denominator is at least one pixel (or one pooled
     block), so its gradient is bounded whatever the batch and image size. At full resolution it costs one softmax,
     one gather, one scatter-add and one average pooling of the probabilities (and one product with the mask of
@@ -261,6 +284,7 @@ def segmentation_statistics(logits: torch.Tensor, target: torch.Tensor, ignore_i
     """
     scales = _check_scales(scales)
     lead, (b, c, h, w) = logits.shape[:-4], logits.shape[-4:]
+    scales = _scaled(scales, max(h, w), grid)
     groups = math.prod(lead) if lead else 1
     z = _two_class(logits.reshape(-1, c, h, w))
     c = z.shape[1]
@@ -269,7 +293,7 @@ def segmentation_statistics(logits: torch.Tensor, target: torch.Tensor, ignore_i
     all_valid = bool(valid.all())
     yc = y if all_valid else torch.where(valid, y, 0)
     f0 = scales[0]
-    q, py, _ = _PooledSoftmax.apply(z, yc, None if all_valid else valid.to(z.dtype), f0, float(sharpness))
+    q, py = _PooledSoftmax.apply(z, yc, None if all_valid else valid.to(z.dtype), f0, float(sharpness))
     # The soft intersection of each class over the batch (py is 0 at ignored pixels).
     gid = torch.arange(y.shape[0], device=y.device).view(-1, 1, 1) // b
     cell = (gid * c + yc).flatten()
@@ -282,31 +306,52 @@ def segmentation_statistics(logits: torch.Tensor, target: torch.Tensor, ignore_i
              _ratio(inter, mass, 1.0), _ratio(2 * inter, mass + support, 1.0), _ratio(inter, union, 1.0),
              (support > 0).to(q.dtype),
              ((support / n).clamp_min(math.exp(LOG_SHARE_FLOOR)).log() - LOG_SHARE_FLOOR) / -LOG_SHARE_FLOOR]
-    previous = f0
+    previous, sums = f0, []
     for f in scales:
         if f != previous:
             q, t = _pool(q, f // previous), _pool(t, f // previous)
             previous = f
-        feats += _scale_features(q, t, groups)
-    return torch.stack(feats, dim=-1).view(*lead, c, -1)
+        sums.append(_scale_sums(q, t, groups))
+    scaled = _scale_features(torch.stack(sums, dim=-2)).flatten(-2)  # (groups, C, scales * features)
+    return torch.cat([torch.stack(feats, dim=-1), scaled], dim=-1).view(*lead, c, -1)
 
 
-def _scale_features(q: torch.Tensor, t: torch.Tensor, groups: int) -> list[torch.Tensor]:
-    """The :data:`SCALE_FEATURES` of pooled predictions ``q`` and targets ``t`` ``(M, C, h, w)``: ``(groups, C)``
-    each. Few, large operations: the two bands in one pooling, nine band-weighted sums in one product."""
-    c = q.shape[1]
+#: Rows and columns of the products :func:`_scale_sums` takes: weights (bands, q, t) times values (q, t, qt, bands).
+_ROWS, _COLS = ("bt", "bp", "q", "t"), ("q", "t", "qt", "bt", "bp")
+
+
+def _scale_sums(q: torch.Tensor, t: torch.Tensor, groups: int) -> torch.Tensor:
+    """The sums the :data:`SCALE_FEATURES` read, of pooled predictions ``q`` and targets ``t`` ``(M, C, h, w)`` over
+    each batch: ``(groups, C, 25)``, every product of a row of :data:`_ROWS` with a column of :data:`_COLS` then the
+    plain sums of the columns. One batched matrix product per scale instead of a product and a sum per statistic
+    (few, large operations: at these sizes their number, not their size, is what costs)."""
+    m, c = q.shape[:2]
     bands = _band(torch.cat([t, q], dim=1))
     bt, bp = bands[:, :c], bands[:, c:]
-    weights = torch.stack([torch.ones_like(q), bt, bp])  # (3, M, C, h, w)
-    values = torch.stack([q * t, q, t])
-    (s_qt, s_q, s_t), (i_t, p_t, t_t), (i_p, p_p, t_p) = _group_sum(weights.unsqueeze(1) * values, groups)
-    s_qq, s_tt, s_both = _group_sum(torch.stack([q * q, t * t, bp * bt]), groups)
-    s_bt, s_bp = _group_sum(bands.view(bands.shape[0], 2, c, *bands.shape[2:]).transpose(0, 1), groups)
-    out = [_ratio(s_qt, s_qq + s_tt - s_qt, 1.0)]
-    for i, pm, tm in ((i_t, p_t, t_t), (i_p, p_p, t_p)):
-        out += [_ratio(i, tm, 1.0), _ratio(i, pm, 1.0), _ratio(i, pm + tm - i, 1.0)]
-    out += [_ratio(s_both, s_bp, 1.0), _ratio(s_both, s_bt, 1.0), _ratio(s_bt, s_t, 1.0), _ratio(s_bp, s_q, 1.0)]
-    return out
+    left = torch.stack([bt, bp, q, t], dim=2).flatten(3)  # (M, C, 4, S)
+    right = torch.stack([q, t, q * t, bt, bp], dim=2).flatten(3)  # (M, C, 5, S)
+    sums = torch.cat([(left @ right.transpose(-1, -2)).flatten(2), right.sum(dim=-1)], dim=-1)
+    return sums.view(groups, m // groups, c, -1).sum(dim=1)
+
+
+def _scale_features(sums: torch.Tensor) -> torch.Tensor:
+    """The :data:`SCALE_FEATURES` ``(..., len(SCALE_FEATURES))`` from :func:`_scale_sums`' sums ``(..., 25)``, all
+    scales at once (denominators floored at one block)."""
+
+    def at(row: str, col: str) -> torch.Tensor:
+        return sums[..., _ROWS.index(row) * len(_COLS) + _COLS.index(col)]
+
+    def plain(col: str) -> torch.Tensor:
+        return sums[..., len(_ROWS) * len(_COLS) + _COLS.index(col)]
+
+    s_qt, s_q, s_t, s_bt, s_bp = plain("qt"), plain("q"), plain("t"), plain("bt"), plain("bp")
+    i_t, p_t, t_t = at("bt", "qt"), at("bt", "q"), at("bt", "t")
+    i_p, p_p, t_p = at("bp", "qt"), at("bp", "q"), at("bp", "t")
+    both = at("bp", "bt")
+    num = torch.stack([s_qt, i_t, i_t, i_t, i_p, i_p, i_p, both, both, s_bt, s_bp], dim=-1)
+    den = torch.stack([at("q", "q") + at("t", "t") - s_qt, t_t, p_t, p_t + t_t - i_t, t_p, p_p, p_p + t_p - i_p,
+                       s_bp, s_bt, s_t, s_q], dim=-1)
+    return num / den.clamp_min(1.0)
 
 
 def _check_scales(scales: object) -> tuple[int, ...]:
@@ -332,6 +377,8 @@ class SegmentationNet(nn.Module):
         sharpness: multiplier of the logits in the softmax (above 1 the soft counts follow the arg-max's more closely).
         class_hidden: width of :math:`\psi` (and of :math:`\rho`'s hidden layer).
         class_depth: layers of :math:`\psi`.
+        grid: the largest side, in pooled pixels, of the first pooled map: larger images pool by larger factors
+            (:func:`segmentation_statistics`); ``None``: the factors as given at every size.
 
     Example:
         >>> net = SegmentationNet(scales=(2, 4), class_hidden=8)
@@ -340,8 +387,9 @@ class SegmentationNet(nn.Module):
     """
 
     def __init__(self, ignore_index: int = IGNORE_INDEX, scales: Sequence[int] = (4, 8, 16), sharpness: float = 1.0,
-                 class_hidden: int = 64, class_depth: int = 2) -> None:
+                 class_hidden: int = 64, class_depth: int = 2, grid: int | None = DEFAULT_GRID) -> None:
         super().__init__()
+        self.grid = None if grid is None else check_int(grid, "grid", 2)
         self.ignore_index = check_int(ignore_index, "ignore_index")
         self.scales = _check_scales(scales)
         self.sharpness = check_positive(sharpness, "sharpness")
@@ -352,7 +400,7 @@ class SegmentationNet(nn.Module):
         self.rho = mlp(2 * class_hidden, class_hidden, 1, 1)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        stats = segmentation_statistics(logits, target, self.ignore_index, self.scales, self.sharpness)
+        stats = segmentation_statistics(logits, target, self.ignore_index, self.scales, self.sharpness, self.grid)
         stats = stats.to(self.rho[0].weight.dtype)
         h = self.psi(stats)
         empty = self.psi(torch.zeros_like(stats[..., :1, :]))
@@ -454,6 +502,8 @@ class SegmentationTask(Task):
     baseline_name = "cross-entropy"
     default_metric = "miou"
     default_batch_size = 8
+    #: G_R batches drawn up front (at most what the memory budget's pool share holds: 256 at C = 21, 64 x 64).
+    default_pool_size = 256
 
     def __init__(self, num_classes: int, image_size: Sequence[int] | int = (64, 64),
                  ignore_index: int = IGNORE_INDEX) -> None:
@@ -499,7 +549,7 @@ class SegmentationTask(Task):
         return pixel_cross_entropy(pred, target, self.ignore_index)
 
     def default_net_config(self) -> dict[str, Any]:
-        return {"scales": [4, 8, 16], "sharpness": 1.0, "class_hidden": 64, "class_depth": 2}
+        return {"scales": [4, 8, 16], "sharpness": 1.0, "class_hidden": 64, "class_depth": 2, "grid": DEFAULT_GRID}
 
     def build_net(self, **net_config: Any) -> nn.Module:
         if "ignore_index" in net_config:
@@ -527,6 +577,71 @@ class SegmentationTask(Task):
             pred[start:stop] = logits[:, 1:] - logits[:, :1] if self.num_classes == 1 else logits
             target[start:stop] = labels
         return pred.view(n, batch_size, self.num_classes, h, w), target.view(n, batch_size, h, w)
+
+    def relabel(
+        self, pred: torch.Tensor, target: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real logits, new label maps: the model's own prediction with its boundaries moved where it is unsure
+        (its logits plus smooth noise, at a per-batch error level) and objects it missed painted in (0 to 6 per image,
+        classes drawn from the prediction's own); the ignored pixels of ``target`` stay ignored."""
+        g = generator
+        n, b = target.shape[:2]
+        h, w = target.shape[-2:]
+        m = n * b
+        z = pred.reshape(m, *pred.shape[-3:]).to(torch.float32)
+        e = torch.rand(n, generator=g).pow(1.5).repeat_interleave(b)
+        spread = z.flatten(1).std(dim=1).clamp_min(1e-6) * e * _uniform((m,), 0.0, 2.0, g)
+        cells = torch.randint(3, 13, (m,), generator=g)
+        labels = torch.empty(m, h, w, dtype=torch.long)
+        for i in range(0, m, max(1, GEN_ELEMENTS // max(z[0].numel(), 1))):
+            j = min(m, i + max(1, GEN_ELEMENTS // max(z[0].numel(), 1)))
+            noisy = z[i:j] + spread[i:j].view(-1, 1, 1, 1) * _smooth_field(j - i, z.shape[1], (h, w), cells[i:j], g)
+            labels[i:j] = segmentation_labels(noisy)
+        # Missed objects: ellipses and blobs of a class the model predicts elsewhere in the batch.
+        wobble = _smooth_field(m, 1, (h, w), torch.randint(6, 17, (m,), generator=g), g)[:, 0]
+        count = (e * 6 * torch.rand(m, generator=g)).round().long()
+        side = max(h, w)
+        for k in range(6):
+            there = (k < count).view(-1, 1, 1)
+            radius = _log_uniform((m,), 0.015, 0.25, g)
+            params = torch.stack([_uniform((m,), 0.0, w / side, g), _uniform((m,), 0.0, h / side, g), radius,
+                                  radius * _log_uniform((m,), 0.5, 2.0, g), _uniform((m,), 0.0, math.pi, g),
+                                  torch.randint(0, 3, (m,), generator=g).float(), torch.zeros(m)], dim=-1)
+            pick = torch.randint(0, h * w, (m, 1), generator=g)
+            cls = labels.flatten(1).gather(1, pick).view(-1, 1, 1)  # a class present in the image
+            other = labels.flatten(1).gather(1, torch.randint(0, h * w, (m, 1), generator=g)).view(-1, 1, 1)
+            inside = (_shape_score(params, (h, w), wobble) > 0) & there
+            labels = torch.where(inside, torch.where(torch.rand(m, 1, 1, generator=g) < 0.5, cls, other), labels)
+        labels = labels.view(target.shape)
+        return pred, torch.where(target == self.ignore_index, target, labels)
+
+    def few_errors(self, pred: torch.Tensor, target: torch.Tensor, errors: torch.Tensor,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The late-training regime of :mod:`metricloss.learning.regimes` for label maps: each batch's targets set to
+        its predicted labels, then ``errors[i]`` regions (an ellipse, rectangle or blob of 1.5 % to 15 % of the image
+        side, in a random image of the batch) given another class: an error of a segmenter is a region, not a
+        pixel. Ignored pixels stay ignored."""
+        g = generator
+        n, b = target.shape[:2]
+        h, w = target.shape[-2:]
+        c = max(pred.shape[-3], 2)
+        labels = segmentation_labels(pred).clone()
+        side = max(h, w)
+        rows = torch.arange(n)
+        for k in range(int(errors.max()) if errors.numel() else 0):
+            there = (k < errors).view(-1, 1, 1)
+            image = torch.randint(0, b, (n,), generator=g)
+            radius = _log_uniform((n,), 0.015, 0.15, g)
+            other_radius = (radius * _log_uniform((n,), 0.5, 2.0, g)).clamp_min(1.0 / side)  # at least a pixel
+            params = torch.stack([_uniform((n,), 0.0, w / side, g), _uniform((n,), 0.0, h / side, g),
+                                  radius.clamp_min(1.0 / side), other_radius, _uniform((n,), 0.0, math.pi, g),
+                                  torch.randint(0, 3, (n,), generator=g).float(), torch.zeros(n)], dim=-1)
+            wobble = _smooth_field(n, 1, (h, w), torch.randint(6, 17, (n,), generator=g), g)[:, 0]
+            inside = (_shape_score(params, (h, w), wobble) > 0) & there
+            current = labels[rows, image]
+            other = (current + torch.randint(1, c, (n, 1, 1), generator=g)) % c
+            labels[rows, image] = torch.where(inside, other, current)
+        return pred, torch.where(target == self.ignore_index, target, labels)
 
     def _draw_scenes(self, n: int, b: int, c: int, g: torch.Generator) -> dict[str, torch.Tensor]:
         """Every random number of the scenes that is not a per-pixel draw: per batch (its error level and the
