@@ -516,13 +516,21 @@ def _fwd_bwd(loss_fn: LossFn, pred: torch.Tensor, target: torch.Tensor) -> float
 
 
 def cost_one(which: str, size: tuple[int, int, int, int]) -> None:
-    """Child process: one forward + backward of ``which`` at ``size``; prints the peak RSS growth in MiB."""
+    """Child process: one forward + backward of ``which`` at ``size``; prints the peak RSS above the resident size
+    before it (inputs and net allocated), in MiB."""
     torch.set_num_threads(2)
     pred, target = _batch(size)
     fn = pixel_cross_entropy if which == "ce" else _surrogate_net(size[1], size[2:])
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _current_rss_kib()  # the inputs and the net, resident now (not the peak while making them)
     _fwd_bwd(fn, pred, target)
     print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+
+def _current_rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def cost() -> None:
