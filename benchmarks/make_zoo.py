@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,12 +34,15 @@ import downstream_set
 import imbalanced
 import metricloss as ml
 import real_sizes_sequence
+import segmentation as seg_bench
 from metricloss import datasets, demo
 from metricloss.evaluation import agreement
 from metricloss.metrics.base import as_metric
 from metricloss.tasks import get_task
 
 ZOO = Path(__file__).resolve().parents[1] / "src" / "metricloss" / "zoo"
+#: ``--all-sizes``: the segmentation cards also measure 1024 x 2048 (slow: minutes a row on 2 loaded cores).
+ALL_SIZES = "--all-sizes" in sys.argv
 #: A card row: (held-out batches, baseline name, baseline agreement, surrogate agreement).
 Row = tuple[str, str, dict, dict]
 Outputs = list[tuple[torch.Tensor, torch.Tensor]]
@@ -216,6 +220,75 @@ def pose_random_row(k: int, size: tuple[int, int], n: int, seed: int = 777, chun
     return row
 
 
+#: The segmentation cards' random rows: (C, (H, W), batches, batch size); fewer and smaller batches at the large
+#: sizes so that one draw stays within a few hundred MB (C = 150 at 1024 x 2048 is 1.26 GB of logits an image).
+SEGMENTATION_ROWS = tuple((c, size, n, b) for c in (2, 21, 150) for size, n, b in
+                          (((64, 64), 128, 8), ((512, 512), 16 if c < 150 else 8, 2 if c < 150 else 1),
+                           ((1024, 2048), 8 if c < 150 else 4, 1)))
+#: The rows the shipped cards measure: every size but 1024 x 2048 (those rows did not fit the time on the loaded
+#: machine the cards were made on; ``--card NAME --all-sizes`` adds them).
+SEGMENTATION_CARD_ROWS = tuple(spec for spec in SEGMENTATION_ROWS if spec[1] != (1024, 2048))
+#: The zoo's segmentation recipe: the benchmark's capped budget, halved (its surrogates were best at step 10 of 40).
+SEGMENTATION_LEARN: dict[str, Any] = {**seg_bench.LEARN, "steps": 20, "eval_every": 5}
+
+
+def segmentation_random_row(metric: str, c: int, size: tuple[int, int], n: int, batch_size: int,
+                            seed: int = 777) -> Callable[[ml.Surrogate], Row]:
+    """A row on ``n`` G_R segmentation batches of ``batch_size`` at ``c`` classes and ``size``, drawn and measured a
+    few batches at a time (at most about 64M logits a draw)."""
+
+    def row(sur: ml.Surrogate) -> Row:
+        task = get_task("segmentation", **{**sur.task.config(), "num_classes": c, "image_size": list(size)})
+        met = as_metric(metric, None, task.metrics)
+        gen = torch.Generator().manual_seed(seed)
+        per = max(1, (1 << 26) // (batch_size * c * size[0] * size[1]))
+        values, base, ours = [], [], []
+        for start in range(0, n, per):
+            pred, target = task.random_batches(min(per, n - start), batch_size, gen)
+            values.append(met.evaluate(pred, target))
+            base.append(task.baseline(pred, target))
+            ours.append(net_losses(sur, pred, target, chunk=1))
+            del pred, target
+        values_t = torch.cat(values)
+        hib = met.higher_is_better
+        return (f"{n} random batches of {batch_size} (G_R, unseen seed), C = {c}, {size[0]}×{size[1]}",
+                task.baseline_name, agreement(torch.cat(base), values_t, hib),
+                agreement(torch.cat(ours), values_t, hib))
+
+    return row
+
+
+def segmentation_rows(metric: str, binary: bool = False) -> tuple[Callable[[ml.Surrogate], Row], ...]:
+    """A segmentation card's rows: G_R at every size of :data:`SEGMENTATION_ROWS` and the digit-scene test outputs."""
+    scenes = "binary digit scenes" if binary else "digit scenes (11 classes)"
+    real = outputs_row(metric, f"test-set logits of the U-Net of benchmarks/segmentation.py on {scenes}, 64×64, "
+                       f"trained with CE (seed {seg_bench.RECORD_SEED}), after each of its {seg_bench.EPOCHS} epochs",
+                       lambda _: seg_bench.test_batches(binary), num_classes=2 if binary else 11,
+                       image_size=[64, 64])
+    specs = SEGMENTATION_ROWS if ALL_SIZES else SEGMENTATION_CARD_ROWS
+    return (*(segmentation_random_row(metric, *spec) for spec in specs), real)
+
+
+def _segmentation_outputs(binary: bool = False) -> Outputs:
+    return seg_bench.checkpoints(binary)[0]
+
+
+_SEG_DATA = ("G_R (scenes of objects of many sizes with long-tailed class frequencies and ignore regions; predictions "
+             "with boundary shifts and blur, missed, merged and confused objects, over- and under-confidence) and G_M: "
+             "training-set logits of the small U-Net of benchmarks/segmentation.py after each of its {epochs} epochs "
+             "of CE training (seed {seed}) on {scenes} (64×64, one-pixel ignore band), learned with a capped budget "
+             "(the settings below; the defaults did not fit the loaded shared machine).")
+_SEG_USAGE = ("import torch.nn.functional as F, metricloss as ml\nsur = ml.pretrained({name!r})\n"
+              "# logits (B, C, H, W), y (B, H, W) int64 with 255 for ignored pixels; any C >= 2, any H x W\n"
+              "loss_fn = ml.combine(lambda z, t: F.cross_entropy(z, t, ignore_index=255), sur)\n"
+              "loss = loss_fn(logits, y)")
+_SEG_NOTE = ("The net reads per-class soft statistics (intersection, prediction and target mass) over the whole batch "
+             "and in bands around the boundaries at pooled scales, combined over classes by a mean over the present "
+             "classes, so it has no weight tied to C or H × W: `ml.pretrained({name!r})` takes any C from 2 to 150 and "
+             "any H × W from 32 × 32 to 1024 × 2048 (docs/tasks.md). The rows above measure it at the sizes they "
+             "name; elsewhere it is unmeasured.")
+
+
 # --- the entries ---
 
 
@@ -384,6 +457,24 @@ ENTRIES: dict[str, Entry] = {
         "32000 ids (the other ids Gaussian, below each position's runner-up), which changes cross-entropy but neither "
         "BLEU nor the surrogate. Hypotheses are decoded greedily (arg-max) at every non-padding position of the "
         "target. Learning time and memory at this size: `benchmarks/real_sizes_sequence.py`.", threads=2),
+    "segmentation-miou": Entry(
+        "miou", "segmentation", dict(SEGMENTATION_LEARN), segmentation_rows("miou"),
+        _SEG_DATA.format(epochs=seg_bench.EPOCHS, seed=seg_bench.RECORD_SEED, scenes="digit scenes (11 classes)"),
+        _SEG_USAGE.format(name="segmentation-miou"), _SEG_NOTE.format(name="segmentation-miou"),
+        outputs=_segmentation_outputs, threads=1),
+    "segmentation-boundary-f1": Entry(
+        "boundary_f1", "segmentation", dict(SEGMENTATION_LEARN), segmentation_rows("boundary_f1"),
+        _SEG_DATA.format(epochs=seg_bench.EPOCHS, seed=seg_bench.RECORD_SEED, scenes="digit scenes (11 classes)"),
+        _SEG_USAGE.format(name="segmentation-boundary-f1"), _SEG_NOTE.format(name="segmentation-boundary-f1"),
+        outputs=_segmentation_outputs, threads=1),
+    "segmentation-dice": Entry(
+        "dice", "segmentation", dict(SEGMENTATION_LEARN), segmentation_rows("dice", binary=True),
+        _SEG_DATA.format(epochs=seg_bench.EPOCHS, seed=seg_bench.RECORD_SEED, scenes="binary digit scenes"),
+        _SEG_USAGE.format(name="segmentation-dice"),
+        _SEG_NOTE.format(name="segmentation-dice") + " Learned on two-class logits (C = 2); Dice is the foreground's "
+        "for C = 2 and the mean over all classes, background included, for C > 2 "
+        "(metricloss.metrics.segmentation.dice).",
+        outputs=functools.partial(_segmentation_outputs, binary=True), threads=1),
 }
 
 
@@ -459,6 +550,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"entries (default: all): {', '.join(ENTRIES)}")
     parser.add_argument("--check", action="store_true", help="re-measure the shipped files' rows; learn nothing")
+    parser.add_argument("--all-sizes", action="store_true",
+                        help="segmentation cards: also measure the 1024 x 2048 rows (read at import, see ALL_SIZES)")
     parser.add_argument("--card", action="store_true",
                         help="rewrite the shipped files' cards with their rows measured now; learn nothing")
     args = parser.parse_args()
