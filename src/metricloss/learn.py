@@ -239,6 +239,8 @@ def learn(
                       "memory_budget": settings.memory_budget},
             best_step=trainer.stopping.best_step, metric_seconds=clock.seconds, history=trainer.stopping.history,
             real_outputs=batches.model is not None, random_check=check,
+            net_choice=task_obj.net_choice(settings.net_config,
+                                           "init=" if init is not None else "net=" if net is not None else None),
         )
     except Exception as err:
         raise _unmeasured(sur, settings.checkpoint, err) from err

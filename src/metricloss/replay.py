@@ -127,4 +127,4 @@ def remeasure(loss: MetricLoss, metric: BatchMetric | None = None, *,
     batches = card_batches(loss, metric, outputs=outputs)
     return measure(loss, loss.task.for_metric(metric), metric, (batches.pred, batches.target),
                    method=loss.report.method, validation=batches.validation,
-                   memory_budget=parse_budget(memory_budget), **batches.probe)
+                   memory_budget=parse_budget(memory_budget), net_choice=dict(loss.report.net_choice), **batches.probe)

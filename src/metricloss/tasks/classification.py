@@ -13,7 +13,9 @@ Two surrogate networks, both independent of ``C`` and ``B``:
 - :class:`BatchClassificationNet` (``net=BATCH_NET``, ``kind="batch"``): a term that reads the batch's *soft
   confusion matrix* (at two sharpnesses of the softmax), so it can express macro F1, balanced accuracy, Cohen's kappa
   and MCC (see its docstring; its first version also added the per-sample term). ``learn`` uses it by default for
-  those metrics (:data:`CLASS_AVERAGED`, by built-in name or torchmetrics class); for accuracy and top-k it made the
+  metrics it *measures* batch-level (:meth:`~metricloss.tasks.base.Task.for_metric`: the metric of a batch is not
+  the size-weighted mean of its values on sub-batches, :mod:`metricloss.metrics.decomposability`), whatever their
+  name or form (a lambda, a ``functools.partial``, a torchmetrics object); for accuracy and top-k it made the
   surrogates worse (first version: top-5 held-out Spearman -0.07, the demo's digits CE + surrogate 0.938 instead of
   0.959; ``docs/results.md``), so they keep the per-sample net.
 
@@ -24,9 +26,8 @@ random fraction re-drawn, so batch accuracy spreads over :math:`[1/C, 1]` (a sha
 wrong" or "barely right" so the logit scale and the metric are not confounded). And an imbalanced one: label
 distributions from balanced to long-tailed (Zipf exponent up to 2.5), so minority classes are often absent
 from a batch, and predictions biased toward the frequent classes, so accuracy and the class-averaged metrics
-disagree. The class-averaged metrics (:data:`CLASS_AVERAGED`) learn from an even mix of the two; every other
-metric from the authors' regime alone, as before the imbalanced one existed (for a callable of your own that
-depends on the confusion matrix, pass a task with ``task.imbalanced_share = 0.5`` and ``net=BATCH_NET``).
+disagree. Metrics measured batch-level learn from an even mix of the two; per-sample metrics from the authors'
+regime alone, as before the imbalanced one existed.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ FEATURES = ("target_prob", "margin", "log_target_prob")
 #: ``net=`` configuration of the batch-level surrogate, for class-averaged metrics (macro F1, balanced accuracy,
 #: Cohen's kappa, MCC): ``ml.learn("macro_f1", num_classes=C, net=BATCH_NET)``.
 BATCH_NET = {"kind": "batch", "sample": False, "sharpness": [1.0, 4.0], "class_hidden": 64, "class_depth": 2}
-#: Metrics that depend on the batch's whole confusion matrix (built-in names and torchmetrics class names): ``learn``
-#: gives them :data:`BATCH_NET` and the imbalanced half of G_R by default.
+#: The built-in metrics (and torchmetrics classes, in their default configuration) that depend on the batch's whole
+#: confusion matrix. For reference only: ``learn`` no longer reads names; it measures each metric
+#: (:meth:`ClassificationTask.for_metric`), and these all measure batch-level.
 CLASS_AVERAGED = frozenset({"macro_f1", "balanced_accuracy", "cohen_kappa", "mcc", "MulticlassF1Score",
                             "MulticlassFBetaScore", "MulticlassCohenKappa", "MulticlassMatthewsCorrCoef",
                             "MulticlassRecall", "MulticlassPrecision"})
@@ -339,21 +341,33 @@ class ClassificationTask(ClassIndexTask):
 
     name = "classification"
     default_metric = "accuracy"
+    measures_metric = True
 
     def __init__(self, num_classes: int | tuple[int, int] | list[int]) -> None:
         super().__init__(num_classes)
         #: Share of G_R batches from the imbalanced regime (0: the authors' regime alone), and whether the default
-        #: net is the batch net; :meth:`for_metric` sets both for the class-averaged metrics.
+        #: net is the batch net; :meth:`for_metric` sets both for metrics it measures batch-level.
         self.imbalanced_share = 0.0
         self.class_averaged = False
 
-    def for_metric(self, metric: Metric) -> ClassificationTask:
-        """A copy for ``metric``: the class-averaged metrics (:data:`CLASS_AVERAGED`) draw half of G_R from the
-        imbalanced regime and get :data:`BATCH_NET` by default; other metrics keep this task's settings."""
+    def configure_for(self, per_sample: bool) -> None:
+        """A metric measured batch-level (:meth:`~metricloss.tasks.base.Task.for_metric`: macro F1, balanced
+        accuracy, kappa, MCC, whatever their names) draws half of G_R from the imbalanced regime and gets
+        :data:`BATCH_NET` by default; a per-sample one keeps this task's settings."""
+        if not per_sample:
+            self.imbalanced_share, self.class_averaged = 0.5, True
+
+    def probe_batches(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Half the batches imbalanced, where class-averaged metrics and accuracy differ most."""
         task = copy.copy(self)
-        if metric.name in CLASS_AVERAGED:
-            task.imbalanced_share, task.class_averaged = 0.5, True
-        return task
+        task.imbalanced_share = 0.5
+        return task.random_batches(n, self.default_batch_size, generator)
+
+    def net_label(self, net_config: dict[str, Any]) -> str:
+        kind = net_config.get("kind", "mlp")
+        return {"mlp": "the per-sample net (ClassificationNet)",
+                "batch": "the batch net on the soft confusion matrix (BatchClassificationNet)",
+                "lsed": "LS-ED (LSEDNet)"}.get(kind, str(kind))
 
     @property
     def metrics(self) -> dict[str, Metric]:
