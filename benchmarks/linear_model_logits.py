@@ -9,10 +9,11 @@ covers what a real model gives:
 - a model: ``W`` ``(d, C)``, Gaussian, scaled so that its logits ``x W`` have standard deviation :data:`LOGIT_STD`
   on features ``x ~ N(0, I_d)`` (``d`` = :data:`FEATURES`);
 - each batch: fresh features, a temperature ``t`` log-uniform in [0.5, 8] (logits ``x W / t``: from confident to
-  nearly flat), and labels ``argmax x (W + nu E)`` from a noisier copy of the model (``E`` a fresh Gaussian matrix of
-  ``W``'s scale, ``nu`` uniform in [0, 2] per batch), so the model's errors are the samples where the copy disagrees
-  with it: correlated with the model's own scores, confident ones included, and accuracy spreads from 1 down to a
-  few per cent.
+  nearly flat), and labels from a noisier copy of the model, ``x (W + nu E)`` (``E`` a fresh Gaussian matrix of
+  ``W``'s scale, ``nu`` uniform in [0, 2] per batch): its arg-max (``labels="argmax"``) or a draw from its softmax at
+  the batch's temperature, ``softmax(x (W + nu E) / t)`` (``labels="sampled"``: the labels are distributed as the
+  noisier copy believes, so flat batches get nearly random labels). The model's errors are where the copy disagrees
+  with it: correlated with the model's own scores, confident ones included.
 
 Held-out Spearman between the negated loss and the metric over the batches, for the surrogate and for cross-entropy
 on the same batches. Run::
@@ -52,10 +53,14 @@ TEMPERATURES = (0.5, 8.0)
 NOISE = (0.0, 2.0)
 
 
-def linear_model_batches(n: int, batch_size: int, num_classes: int, seed: int = 0, features: int = FEATURES
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+LABELS = ("argmax", "sampled")
+
+
+def linear_model_batches(n: int, batch_size: int, num_classes: int, seed: int = 0, features: int = FEATURES,
+                         labels: str = "argmax") -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` batches of a random linear model's logits ``(n, batch_size, num_classes)`` and labels
-    ``(n, batch_size)`` from a noisier copy of it (see the module docstring). One model per ``seed``."""
+    ``(n, batch_size)`` from a noisier copy of it (see the module docstring; ``labels`` one of :data:`LABELS`). One
+    model per ``seed``."""
     g = torch.Generator().manual_seed(seed)
     scale = LOGIT_STD / math.sqrt(features)
     w = torch.randn(features, num_classes, generator=g) * scale
@@ -67,16 +72,19 @@ def linear_model_batches(n: int, batch_size: int, num_classes: int, seed: int = 
         nu = NOISE[0] + float(torch.rand(1, generator=g)) * (NOISE[1] - NOISE[0])
         noisy = w + nu * torch.randn(features, num_classes, generator=g) * scale
         preds.append(x @ w / t)
-        targets.append((x @ noisy).argmax(dim=-1))
+        if labels == "argmax":
+            targets.append((x @ noisy).argmax(dim=-1))
+        else:
+            targets.append(torch.multinomial((x @ noisy / t).softmax(dim=-1), 1, generator=g)[:, 0])
     return torch.stack(preds), torch.stack(targets)
 
 
-def rank_row(sur: ml.Surrogate, metric: str, num_classes: int, n: int = 256, batch_size: int = 128, seed: int = 0
-             ) -> tuple[dict[str, float], dict[str, float]]:
+def rank_row(sur: ml.Surrogate, metric: str, num_classes: int, n: int = 256, batch_size: int = 128, seed: int = 0,
+             labels: str = "argmax") -> tuple[dict[str, float], dict[str, float]]:
     """(surrogate, cross-entropy) agreement with ``metric`` on ``n`` linear-model batches at ``num_classes``."""
     task = get_task("classification", num_classes=num_classes)
     met = as_metric(metric, None, task.metrics)
-    pred, target = linear_model_batches(n, batch_size, num_classes, seed)
+    pred, target = linear_model_batches(n, batch_size, num_classes, seed, labels=labels)
     values = met.evaluate(pred, target)
     with torch.no_grad():
         ours = torch.cat([sur.net(p, t) for p, t in zip(pred.split(64), target.split(64), strict=True)])
@@ -96,9 +104,9 @@ def main() -> None:
     print(machine_line())
     print(f"\n{args.metric}: held-out Spearman / Kendall on {args.batches} linear-model batches of 128 "
           f"(temperatures {TEMPERATURES[0]}-{TEMPERATURES[1]}, labels from a noisier copy; seed {args.seed})\n")
-    print("| C | surrogate | learn s | report: surrogate / CE (its own batches) | linear-model: surrogate | "
+    print("| C | surrogate | learn s | report: surrogate / CE (its own batches) | labels | linear-model: surrogate | "
           "linear-model: CE |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for c in args.classes:
         t0 = time.perf_counter()
         if args.surrogate:
@@ -112,11 +120,12 @@ def main() -> None:
                 Path(args.save).mkdir(parents=True, exist_ok=True)
                 sur.save(Path(args.save) / f"{args.metric}-C{c}.safetensors")
         seconds = time.perf_counter() - t0
-        ours, ce = rank_row(sur, args.metric, c, args.batches, seed=args.seed)
         rep = sur.report
         own = f"{rep.spearman:.3f} / {rep.baseline_spearman:.3f}" if rep is not None else "-"
-        print(f"| {c} | {name} | {seconds:.0f} | {own} | {ours['spearman']:.3f} / {ours['kendall']:.3f} "
-              f"| {ce['spearman']:.3f} / {ce['kendall']:.3f} |", flush=True)
+        for labels in LABELS:
+            ours, ce = rank_row(sur, args.metric, c, args.batches, seed=args.seed, labels=labels)
+            print(f"| {c} | {name} | {seconds:.0f} | {own} | {labels} | {ours['spearman']:.3f} / {ours['kendall']:.3f} "
+                  f"| {ce['spearman']:.3f} / {ce['kendall']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

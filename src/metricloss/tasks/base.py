@@ -154,7 +154,7 @@ class Task(ABC):
             choice["reason"] = f"given by `{given}`" + (f" ({measured})" if measured else "")
         elif probe is not None:
             choice["chosen_by"] = "measurement"
-            choice["reason"] = f"{measured}; {label} is this family's default net for {probe.kind} metrics"
+            choice["reason"] = f"{measured}; it is this family's default net for {probe.kind} metrics"
         else:
             choice["chosen_by"] = "family"
             choice["reason"] = "this family's default net (it has one kind of net for every metric)"

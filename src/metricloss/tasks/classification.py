@@ -59,6 +59,13 @@ BATCH_NET = {"kind": "batch", "sample": False, "sharpness": [1.0, 4.0], "class_h
 CLASS_AVERAGED = frozenset({"macro_f1", "balanced_accuracy", "cohen_kappa", "mcc", "MulticlassF1Score",
                             "MulticlassFBetaScore", "MulticlassCohenKappa", "MulticlassMatthewsCorrCoef",
                             "MulticlassRecall", "MulticlassPrecision"})
+#: Share of G_R batches the model regime (:meth:`ClassificationTask.model_batches`) draws for per-sample metrics.
+MODEL_SHARE = 0.5
+#: Features of the model regime's random linear models, the range of their logits' scale (standard deviation), and
+#: how many batches' models are drawn at once.
+MODEL_FEATURES = 32
+MODEL_SCALES = (0.1, 16.0)
+MODEL_CHUNK = 64
 #: Per-class inputs of :class:`BatchClassificationNet` (see :func:`class_statistics`).
 CLASS_FEATURES = ("tp", "fp", "fn", "support", "recall", "precision", "f1", "present")
 
@@ -345,17 +352,22 @@ class ClassificationTask(ClassIndexTask):
 
     def __init__(self, num_classes: int | tuple[int, int] | list[int]) -> None:
         super().__init__(num_classes)
-        #: Share of G_R batches from the imbalanced regime (0: the authors' regime alone), and whether the default
-        #: net is the batch net; :meth:`for_metric` sets both for metrics it measures batch-level.
+        #: Share of G_R batches from the imbalanced regime, and whether the default net is the batch net;
+        #: :meth:`for_metric` sets both for metrics it measures batch-level.
         self.imbalanced_share = 0.0
         self.class_averaged = False
+        #: Share of G_R batches from the model regime (:meth:`model_batches`; the rest from the authors' regime).
+        #: 0 draws exactly what G_R drew before the regime existed.
+        self.model_share = MODEL_SHARE
 
     def configure_for(self, per_sample: bool) -> None:
         """A metric measured batch-level (:meth:`~metricloss.tasks.base.Task.for_metric`: macro F1, balanced
         accuracy, kappa, MCC, whatever their names) draws half of G_R from the imbalanced regime and gets
-        :data:`BATCH_NET` by default; a per-sample one keeps this task's settings."""
+        :data:`BATCH_NET` by default, the other half from the authors' regime, as before the model regime existed
+        (the imbalanced regime's skill and bias already model a trained classifier for them); a per-sample one keeps
+        this task's settings."""
         if not per_sample:
-            self.imbalanced_share, self.class_averaged = 0.5, True
+            self.imbalanced_share, self.class_averaged, self.model_share = 0.5, True, 0.0
 
     def probe_batches(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Half the batches imbalanced, where class-averaged metrics and accuracy differ most."""
@@ -376,19 +388,70 @@ class ClassificationTask(ClassIndexTask):
     def random_batches(
         self, n: int, batch_size: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """G_R: a share :attr:`imbalanced_share` of the batches imbalanced, the rest from the authors' regime (see the
-        module docstring). With a range of ``num_classes``, the authors' regime draws each batch's C from it (absent
-        classes padded with ``-inf``, :class:`~metricloss.tasks.base.ClassIndexTask`); the imbalanced regime draws
-        at the largest C."""
-        if self.imbalanced_share == 0:
+        """G_R: a share :attr:`imbalanced_share` of the batches imbalanced, a share :attr:`model_share` from the
+        model regime (:meth:`model_batches`), the rest from the authors' regime (see the module docstring). With a
+        range of ``num_classes``, the authors' and the model regimes draw each batch's C from it (absent classes padded
+        with ``-inf``, :class:`~metricloss.tasks.base.ClassIndexTask`); the imbalanced regime draws at the largest
+        C."""
+        if self.imbalanced_share == 0 and self.model_share == 0:
             return self._uniform_batches(n, batch_size, generator)
-        pick = torch.rand(n, generator=generator) < self.imbalanced_share
-        k = int(pick.sum())
+        u = torch.rand(n, generator=generator)
+        imbalanced = u < self.imbalanced_share
+        model = ~imbalanced & (u < self.imbalanced_share + self.model_share)
+        authors = ~(imbalanced | model)
         pred = torch.empty(n, batch_size, self.num_classes)
         target = torch.empty(n, batch_size, dtype=torch.long)
-        pred[~pick], target[~pick] = self._uniform_batches(n - k, batch_size, generator)
-        pred[pick], target[pick] = self._imbalanced_batches(k, batch_size, generator)
+        pred[authors], target[authors] = self._uniform_batches(int(authors.sum()), batch_size, generator)
+        pred[imbalanced], target[imbalanced] = self._imbalanced_batches(int(imbalanced.sum()), batch_size, generator)
+        if bool(model.any()):  # no draw when there are none, so model_share = 0 draws what G_R drew before it
+            pred[model], target[model] = self.model_batches(int(model.sum()), batch_size, generator)
         return pred, target
+
+    def model_batches(self, n: int, batch_size: int, generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""G_R's model regime: batches like a real classifier's, at any C.
+
+        Per batch, a random linear model :math:`W` (:data:`MODEL_FEATURES` Gaussian features, logits of unit
+        standard deviation) reads fresh features :math:`x`; its logits :math:`s\,xW` come at a scale :math:`s`
+        log-uniform in :data:`MODEL_SCALES` (a temperature from nearly flat to very confident). The labels come from
+        a *noisier copy* of the same model, :math:`x(W + \nu E)` with :math:`E` Gaussian and :math:`\nu = 2.5u^2`,
+        :math:`u` uniform in ``[0, 1]``, so the model's errors are correlated with its own scores: in a third of the
+        batches the copy's arg-max, in a third a draw from the copy's softmax at the model's own scale (labels
+        distributed as a calibrated model believes: flat batches get nearly random labels), in a third a draw at an
+        independent scale.
+        In a quarter of the batches a random fraction of the labels is the model's runner-up class (confidently
+        wrong between two close classes). Accuracy then spreads over :math:`[0, 1]` at every temperature.
+        """
+        g, c, d = generator, self.num_classes, MODEL_FEATURES
+        classes = self.draw_classes(n, g)
+        absent = self.absent(classes, c)
+        log_lo, log_hi = math.log(MODEL_SCALES[0]), math.log(MODEL_SCALES[1])
+        preds, targets = [], []
+        for start in range(0, n, MODEL_CHUNK):  # chunks bound the (k, d, C) models' memory at large C
+            k = min(MODEL_CHUNK, n - start)
+            x = torch.randn(k, batch_size, d, generator=g)
+            w = torch.randn(k, d, c, generator=g) / math.sqrt(d)
+            nu = torch.rand(k, 1, 1, generator=g).square() * 2.5  # more mass at low noise: high accuracy too
+            z = x @ w
+            teacher = x @ (w + nu * torch.randn(k, d, c, generator=g) / math.sqrt(d))
+            if absent is not None:
+                z = z.masked_fill(absent[start:start + k], float("-inf"))
+                teacher = teacher.masked_fill(absent[start:start + k], float("-inf"))
+            scale = torch.exp(torch.empty(k, 1, 1).uniform_(log_lo, log_hi, generator=g))
+            other = torch.exp(torch.empty(k, 1, 1).uniform_(log_lo, log_hi, generator=g))
+            mode = torch.rand(k, 1, 1, generator=g)
+            sharp = torch.where(mode < 2 / 3, scale, other)
+            drawn = torch.multinomial((teacher * sharp).softmax(dim=-1).view(-1, c), 1, replacement=True,
+                                      generator=g).view(k, batch_size)
+            target = torch.where(mode[..., 0] < 1 / 3, teacher.argmax(dim=-1), drawn)
+            runner_up = z.topk(2, dim=-1).indices[..., 1]
+            swap = (torch.rand(k, 1, generator=g) < 0.25) & (torch.rand(k, batch_size, generator=g)
+                                                              < torch.rand(k, 1, generator=g))
+            preds.append(z * scale)
+            targets.append(torch.where(swap, runner_up, target))
+        if not preds:
+            return torch.empty(0, batch_size, c), torch.empty(0, batch_size, dtype=torch.long)
+        return torch.cat(preds), torch.cat(targets)
 
     def _uniform_batches(self, n: int, batch_size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.num_classes
