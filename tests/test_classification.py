@@ -24,6 +24,7 @@ from metricloss.tasks.classification import (
     BatchClassificationNet,
     ClassificationNet,
     ClassificationTask,
+    class_features,
     class_statistics,
 )
 
@@ -603,3 +604,21 @@ def test_random_batches_mix_the_model_regime_at_its_share():
     ours = task.model_batches(int(model.sum()), 16, g)
     pred, target = task.random_batches(200, 16, torch.Generator().manual_seed(8))
     assert torch.equal(pred[~model], authors[0]) and torch.equal(target[model], ours[1])
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 7), (1, 128, 1000)])  # the composite and the fused (>= 65536 logits) paths
+def test_logit_margin_feature_is_the_tanh_of_the_logit_gap(shape):
+    g = torch.Generator().manual_seed(9)
+    z = torch.randn(*shape, generator=g, dtype=torch.float64) * 0.3
+    y = torch.randint(0, shape[-1], shape[:-1], generator=g)
+    got = class_features(z, y, ("logit_margin", "margin"))
+    other = z.scatter(-1, y.unsqueeze(-1), float("-inf")).amax(dim=-1)
+    expected = torch.tanh(z.gather(-1, y.unsqueeze(-1))[..., 0] - other)
+    assert torch.allclose(got[..., 0], expected, atol=1e-12)
+    # flat logits: the logit margin keeps the sign of a right / wrong sample at a size the probability margin lacks
+    right = z.argmax(dim=-1) == y
+    assert bool((got[..., 0][right] > 0).all() and (got[..., 0][~right] < 0).all())
+    if shape[-1] == 1000:  # at C = 1000 the probability margin of flat logits is about 1e-4
+        assert float(got[..., 0].abs().mean()) > 100 * float(got[..., 1].abs().mean())
+    small = z[:1, :4, :].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: class_features(x, y[:1, :4], ("logit_margin",)), (small,))

@@ -49,7 +49,7 @@ from .base import ClassIndexTask, register_task
 __all__ = ["BATCH_NET", "BatchClassificationNet", "ClassificationNet", "ClassificationTask", "LSEDNet",
            "class_statistics"]
 
-FEATURES = ("target_prob", "margin", "log_target_prob")
+FEATURES = ("target_prob", "margin", "log_target_prob", "logit_margin")
 #: ``net=`` configuration of the batch-level surrogate, for class-averaged metrics (macro F1, balanced accuracy,
 #: Cohen's kappa, MCC): ``ml.learn("macro_f1", num_classes=C, net=BATCH_NET)``.
 BATCH_NET = {"kind": "batch", "sample": False, "sharpness": [1.0, 4.0], "class_hidden": 64, "class_depth": 2}
@@ -185,8 +185,11 @@ def _picked_log_probs(logits: torch.Tensor, target: torch.Tensor, runner_up: boo
 def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[str, ...]) -> torch.Tensor:
     r"""Per-sample features ``(..., B, F)`` of logits ``(..., B, C)`` and targets ``(..., B)``, for any ``C >= 2``.
 
-    ``target_prob`` :math:`p_y`, ``log_target_prob`` :math:`\max(\log p_y, -30)/10` and ``margin``
-    :math:`p_y - \max_{c \ne y} p_c`. Only two log-probabilities are computed, :math:`\log p_y` and, for the margin,
+    ``target_prob`` :math:`p_y`, ``log_target_prob`` :math:`\max(\log p_y, -30)/10`, ``margin``
+    :math:`p_y - \max_{c \ne y} p_c` and ``logit_margin`` :math:`\tanh(z_y - \max_{c \ne y} z_c)`, the margin in
+    logits, which still tells a right sample from a wrong one when the logits are nearly flat (at ``C = 1000`` and a
+    logit spread of 0.3 the probability margin is about :math:`10^{-4}`, the logit margin about 0.3). Only two
+    log-probabilities are computed, :math:`\log p_y` and, for the margins,
     :math:`\log p_o` of the best other class :math:`o` (the first of the largest logits other than the target's,
     found without autograd): one normaliser :math:`\log\sum_c e^{z_c}` and two gathers, with a backward written
     for them (and itself differentiable, for learning's gradient penalty); below :data:`FUSED_MIN_LOGITS` logits, where
@@ -201,7 +204,7 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
         tensor([[ 0.2447, -0.4205],
                 [ 0.9094,  0.8642]])
     """
-    picked = _picked_log_probs(logits, target.long(), "margin" in features)
+    picked = _picked_log_probs(logits, target.long(), "margin" in features or "logit_margin" in features)
     probs = picked.exp()
     out = []
     for name in features:
@@ -211,6 +214,8 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
             out.append(picked[..., 0].clamp_min(-30.0) / 10)
         elif name == "margin":
             out.append(probs[..., 0] - probs[..., 1])
+        elif name == "logit_margin":
+            out.append(torch.tanh(picked[..., 0] - picked[..., 1]))
     return torch.stack(out, dim=-1)
 
 
@@ -514,7 +519,7 @@ class ClassificationTask(ClassIndexTask):
         # surrogates worse (docs/results.md).
         if self.class_averaged:
             return dict(BATCH_NET)
-        return {"features": ["target_prob", "margin"], "hidden": 128, "depth": 3, "absolute": True}
+        return {"features": ["target_prob", "margin", "logit_margin"], "hidden": 128, "depth": 3, "absolute": True}
 
     def build_net(self, **net_config: Any) -> nn.Module:
         """``kind="mlp"`` (the default, also a config without ``kind``): :class:`ClassificationNet`; ``kind="batch"``
