@@ -177,6 +177,8 @@ def _naive_net(net: ClassificationNet, logits: torch.Tensor, target: torch.Tenso
                     feats.append(p_y - max(p for j, p in enumerate(probs) if j != y))
                 elif name == "log_target_prob":
                     feats.append(max(math.log(p_y), -30.0) / 10)
+                elif name == "logit_margin":
+                    feats.append(math.tanh(z[y] - max(v for j, v in enumerate(z) if j != y)))
             h = feats
             for i, (w, b) in enumerate(weights):
                 h = [sum(wi * hi for wi, hi in zip(row, h, strict=True)) + bi for row, bi in zip(w, b, strict=True)]
