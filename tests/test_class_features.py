@@ -14,7 +14,8 @@ from metricloss.tasks import classification
 from metricloss.tasks.classification import class_features
 
 FEATURE_SETS = [("target_prob",), ("margin",), ("log_target_prob",), ("target_prob", "margin"),
-                ("margin", "log_target_prob", "target_prob")]
+                ("margin", "log_target_prob", "target_prob"), ("logit_margin",),
+                ("target_prob", "margin", "logit_margin")]
 
 
 @pytest.fixture(params=["fused", "composite"])
@@ -42,7 +43,7 @@ def reference_features(logits: torch.Tensor, target: torch.Tensor, features: tup
     logp_y = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     logp_o = logp.gather(-1, _runner_up_loop(logits, target).unsqueeze(-1)).squeeze(-1)
     out = {"target_prob": logp_y.exp(), "log_target_prob": logp_y.clamp_min(-30.0) / 10,
-           "margin": logp_y.exp() - logp_o.exp()}
+           "margin": logp_y.exp() - logp_o.exp(), "logit_margin": torch.tanh(logp_y - logp_o)}
     return torch.stack([out[name] for name in features], dim=-1)
 
 

@@ -19,9 +19,12 @@ from metricloss.tasks.classification import (
     BATCH_NET,
     CLASS_FEATURES,
     FEATURES,
+    MODEL_SCALES,
+    MODEL_SHARE,
     BatchClassificationNet,
     ClassificationNet,
     ClassificationTask,
+    class_features,
     class_statistics,
 )
 
@@ -65,7 +68,7 @@ def test_get_task_by_name_and_config(task):
     with pytest.raises(TypeError, match="already a Task"):
         get_task(task, num_classes=3)
     with pytest.raises(ValueError, match="`task` must be one of 'classification'"):
-        get_task("segmentation")
+        get_task("no_such_family")
 
 
 def test_check_accepts_valid_inputs(task):
@@ -174,6 +177,8 @@ def _naive_net(net: ClassificationNet, logits: torch.Tensor, target: torch.Tenso
                     feats.append(p_y - max(p for j, p in enumerate(probs) if j != y))
                 elif name == "log_target_prob":
                     feats.append(max(math.log(p_y), -30.0) / 10)
+                elif name == "logit_margin":
+                    feats.append(math.tanh(z[y] - max(v for j, v in enumerate(z) if j != y)))
             h = feats
             for i, (w, b) in enumerate(weights):
                 h = [sum(wi * hi for wi, hi in zip(row, h, strict=True)) + bi for row, bi in zip(w, b, strict=True)]
@@ -540,8 +545,82 @@ def test_learn_configures_the_task_for_its_metric(metric, share, kind):
     base = ClassificationTask(4)
     task = base.for_metric(as_metric(metric, None, BUILTINS))
     assert (task.imbalanced_share, task.default_net_config().get("kind")) == (share, kind)
+    assert task.model_share == (0.0 if share else MODEL_SHARE)  # batch-level: the imbalanced mix as before
     assert task.config() == base.config() and base.imbalanced_share == 0.0  # a copy: the caller's task is unchanged
-    if share == 0.0:  # the authors' regime alone, draw for draw
+    if share == 0.0:  # without the model regime: the authors' regime alone, draw for draw
+        task.model_share = 0.0
         a = task.random_batches(8, 16, torch.Generator().manual_seed(3))
         b = task._uniform_batches(8, 16, torch.Generator().manual_seed(3))
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    else:  # the batch-level mix draws what it drew before the model regime existed: one pick, then each regime
+        g = torch.Generator().manual_seed(3)
+        pick = torch.rand(8, generator=g) < 0.5
+        k = int(pick.sum())
+        uniform, imbalanced = task._uniform_batches(8 - k, 16, g), task._imbalanced_batches(k, 16, g)
+        pred, target = task.random_batches(8, 16, torch.Generator().manual_seed(3))
+        assert torch.equal(pred[~pick], uniform[0]) and torch.equal(target[pick], imbalanced[1])
+
+@pytest.mark.parametrize("c", [2, 10, 1000])
+def test_model_regime_covers_temperatures_accuracies_and_confident_errors(c):
+    """The model regime (issue 22): a random linear model's logits at scales over MODEL_SCALES, labels from a noisier
+    copy. At every C, flat and confident batches both occur, accuracy spreads, and some confident batches are wrong
+    on most samples."""
+    task = ClassificationTask(c)
+    pred, target = task.model_batches(96, 64, torch.Generator().manual_seed(5))
+    assert pred.shape == (96, 64, c) and target.shape == (96, 64) and target.dtype == torch.long
+    assert int(target.min()) >= 0 and int(target.max()) < c
+    acc = accuracy(pred, target)
+    spread = pred.std(dim=-1).mean(dim=-1)  # the logits' scale per batch
+    assert float(spread.min()) < 3 * MODEL_SCALES[0] and float(spread.max()) > MODEL_SCALES[1] / 3
+    assert float(acc.max()) > 0.8 and float(acc.min()) < max(0.2, 2.0 / c)
+    confident = pred.softmax(dim=-1).amax(dim=-1).mean(dim=-1) > 0.8
+    assert bool((confident & (acc < 0.5)).any())  # confident but wrong
+
+
+def test_model_regime_labels_follow_the_models_own_scores():
+    """Labels come from a noisier copy of the model: its errors are correlated with its scores, so the target's rank
+    among the model's logits is far better than a random label's (mean rank well below C / 2), and the runner-up is
+    over-represented among the errors."""
+    c = 50
+    pred, target = ClassificationTask(c).model_batches(64, 64, torch.Generator().manual_seed(6))
+    rank = (pred > pred.gather(-1, target.unsqueeze(-1))).sum(dim=-1).float()  # 0: the arg-max
+    wrong = rank > 0
+    assert float(rank.mean()) < c / 6
+    assert float((rank[wrong] == 1).float().mean()) > 5.0 / c  # runner-up errors far above a uniform 1/(C-1)
+
+
+def test_model_regime_draws_each_batch_class_count_from_a_range():
+    task = ClassificationTask((3, 40))
+    pred, target = task.model_batches(40, 32, torch.Generator().manual_seed(7))
+    present = torch.isfinite(pred[:, 0]).sum(dim=-1)
+    assert int(present.min()) >= 3 and int(present.max()) <= 40 and len(set(present.tolist())) > 5
+    assert bool(torch.isfinite(pred.gather(-1, target.unsqueeze(-1))).all())  # no target on an absent class
+
+
+def test_random_batches_mix_the_model_regime_at_its_share():
+    task = ClassificationTask(10)
+    g = torch.Generator().manual_seed(8)
+    u = torch.rand(200, generator=g)
+    model = u < MODEL_SHARE
+    authors = task._uniform_batches(int((~model).sum()), 16, g)
+    ours = task.model_batches(int(model.sum()), 16, g)
+    pred, target = task.random_batches(200, 16, torch.Generator().manual_seed(8))
+    assert torch.equal(pred[~model], authors[0]) and torch.equal(target[model], ours[1])
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 7), (1, 128, 1000)])  # the composite and the fused (>= 65536 logits) paths
+def test_logit_margin_feature_is_the_tanh_of_the_logit_gap(shape):
+    g = torch.Generator().manual_seed(9)
+    z = torch.randn(*shape, generator=g, dtype=torch.float64) * 0.3
+    y = torch.randint(0, shape[-1], shape[:-1], generator=g)
+    got = class_features(z, y, ("logit_margin", "margin"))
+    other = z.scatter(-1, y.unsqueeze(-1), float("-inf")).amax(dim=-1)
+    expected = torch.tanh(z.gather(-1, y.unsqueeze(-1))[..., 0] - other)
+    assert torch.allclose(got[..., 0], expected, atol=1e-12)
+    # flat logits: the logit margin keeps the sign of a right / wrong sample at a size the probability margin lacks
+    right = z.argmax(dim=-1) == y
+    assert bool((got[..., 0][right] > 0).all() and (got[..., 0][~right] < 0).all())
+    if shape[-1] == 1000:  # at C = 1000 the probability margin of flat logits is about 1e-4
+        assert float(got[..., 0].abs().mean()) > 100 * float(got[..., 1].abs().mean())
+    small = z[:1, :4, :].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: class_features(x, y[:1, :4], ("logit_margin",)), (small,))

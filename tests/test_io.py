@@ -417,8 +417,9 @@ def test_files_written_before_kinds_existed_still_load():
         assert type(loaded) is kind
         assert loaded.config() == meta["net_config"]
         stored = loaded.report.to_dict() if loaded.report else None
-        if stored is not None:  # saved before verdicts existed: the unknown verdict
+        if stored is not None:  # saved before verdicts and net choices existed: the unknown verdict, no choice
             assert stored.pop("verdict") == ml.Verdict().to_dict() and loaded.report.verdict.outcome == "unknown"
+            assert stored.pop("net_choice") == {} and loaded.report.net_line() is None
         assert stored == meta["report"]
         assert loaded.state_tensors().keys() == tensors.keys()
         assert all(torch.equal(loaded.state_tensors()[k], tensors[k]) for k in tensors)

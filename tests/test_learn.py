@@ -265,7 +265,10 @@ def test_learn_with_int32_targets_works():
     ("objective", "penalty"), [("kendall", 10.0), ("l2", 10.0), ("l2", 0.0), ("l1", 0.0), ("spearman", 0.0)]
 )
 def test_other_objectives_and_no_penalty_beat_the_baseline(objective, penalty):
-    s = ml.learn("accuracy", objective=objective, penalty=penalty, seed=0, **TINY)
+    # The L1 fit without penalty from seed 0 needs more than 20 steps with the default net's three features (issue 22:
+    # -0.04 held-out Spearman at 20 steps, 0.976 at 60; seeds 1 and 2 reach 0.977 and 0.899 at 20).
+    steps = 60 if (objective, penalty) == ("l1", 0.0) else TINY["steps"]
+    s = ml.learn("accuracy", objective=objective, penalty=penalty, seed=0, **{**TINY, "steps": steps})
     r = s.report
     assert r.method == objective and r.settings["penalty"] == penalty
     assert all(math.isfinite(v) for v in (r.spearman, r.kendall, r.baseline_spearman, r.baseline_kendall))

@@ -259,6 +259,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     for name, spearman, kendall, gradient in rows:
         print(f"| {name} | {spearman:.4f} | {kendall:.4f} | {'-' if gradient is None else f'{gradient:.4f}'} |")
     print("\n" + "\n".join(rep.verdict.lines(task.baseline_name)))
+    if loss.report is not None and loss.report.net_line() is not None:  # how it was learned: which net, and why
+        print("\n" + loss.report.net_line())
     if loss.report is not None:
         if card:
             same = (rep.spearman, rep.kendall) == (loss.report.spearman, loss.report.kendall)

@@ -263,6 +263,8 @@ def learn(
             best_step=trainer.stopping.best_step, metric_seconds=clock.seconds, history=trainer.stopping.history,
             real_outputs=batches.model is not None, random_check=check,
             references=[*for_task(task_obj, None if batches.model is None else v_target), *own_references],
+            net_choice=task_obj.net_choice(settings.net_config,
+                                           "init=" if init is not None else "net=" if net is not None else None),
         )
     except Exception as err:
         raise _unmeasured(sur, settings.checkpoint, err) from err

@@ -131,4 +131,4 @@ def remeasure(loss: MetricLoss, metric: BatchMetric | None = None, *,
     references = for_task(task, batches.target if batches.validation == OUTPUTS else None)
     return measure(loss, task, metric, (batches.pred, batches.target), method=loss.report.method,
                    validation=batches.validation, memory_budget=parse_budget(memory_budget), references=references,
-                   **batches.probe)
+                   net_choice=dict(loss.report.net_choice), **batches.probe)

@@ -28,6 +28,9 @@ class Report:
     ``verdict`` (:class:`~metricloss.verdict.Verdict`) says whether the surrogate beats the baseline on held-out real
     outputs and on random batches, by a stated rule, and how its gradient compares with the baseline's; a report
     read from a file saved before verdicts existed has the unknown verdict.
+    ``net_choice`` says which surrogate net was learned and why (:meth:`metricloss.tasks.base.Task.net_choice`:
+    ``net``, ``chosen_by``, ``reason``, and where the metric was measured per-sample or batch-level, ``metric`` and the
+    probe's numbers ``probe``); empty for losses that learn no net and for files saved before it existed.
     """
 
     task: str
@@ -53,6 +56,7 @@ class Report:
     metric_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     verdict: Verdict = field(default_factory=Verdict)
+    net_choice: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +113,12 @@ class Report:
             **fields,
         )
 
+    def net_line(self) -> str | None:
+        """``Net: ...``, the net and why it was chosen (``None`` when the report does not say)."""
+        if not self.net_choice:
+            return None
+        return f"Net: {self.net_choice.get('net', '?')}; {self.net_choice.get('reason', '')}."
+
     def to_markdown(self) -> str:
         def fmt(x: float | None) -> str:
             return "n/a" if x is None or x != x else f"{x:.4f}"
@@ -134,6 +144,8 @@ class Report:
             note = (f"Non-parametric: (temperature, bandwidth) = ({s.get('temperature')}, {s.get('bandwidth')}) chosen "
                     f"by gradient agreement on other held-out batches; no weights; metricloss {self.library_version}.")
             return "\n".join([head, "", *rows, "", note])
+        if self.net_line() is not None:
+            rows += ["", self.net_line()]
         tail = (
             f"Learned in {self.steps} steps (best at step {self.best_step}), {self.learn_seconds:.1f} s "
             f"({self.metric_seconds:.1f} s in the metric); metricloss {self.library_version}."

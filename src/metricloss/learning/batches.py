@@ -41,8 +41,10 @@ POOL_ELEMENTS = 32 * 1024 * 1024
 HELDOUT_SHARE = 4
 #: The direction check warns when the baseline loss's Spearman against the oriented metric on the learning pool is
 #: below this: the task's own loss then ranks batches opposite to the metric, which is what a lower-is-better
-#: metric passed without ``higher_is_better=False`` looks like.
-INVERTED_SPEARMAN = -0.5
+#: metric passed without ``higher_is_better=False`` looks like. (It was -0.5 until the classification G_R gained its
+#: model regime, whose temperatures cross-entropy ranks less well: 0.54-0.63 against accuracy on 256 batches at C = 10,
+#: 100 and 1000, 0.25-0.66 on 16, so an inverted error rate measured about -0.5.)
+INVERTED_SPEARMAN = -0.3
 #: Pool batches the direction check looks at (the first ones: relabelled model outputs when there are outputs,
 #: else G_R batches, all drawn at random).
 DIRECTION_BATCHES = 256

@@ -8,6 +8,7 @@ network returns one loss per batch, ``(N,)``.
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -18,15 +19,20 @@ from torch import nn
 
 from .._checks import check_class_batch, check_int, check_size_range
 from ..metrics.base import Metric
+from ..metrics.decomposability import Decomposability, probe_decomposability
 
-__all__ = ["DEFAULT_STEPS", "MIN_DEFAULT_STEPS", "TASKS", "ClassIndexTask", "Task", "capped_steps", "get_task",
-           "register_task"]
+__all__ = ["DEFAULT_STEPS", "MIN_DEFAULT_STEPS", "PROBE_BATCHES", "PROBE_SEED", "TASKS", "ClassIndexTask", "Task",
+           "capped_steps", "get_task", "register_task"]
 
 #: Upper bound on learning steps when ``steps`` is not given, for tasks whose batches are small (early stopping
 #: ends most runs sooner); :attr:`Task.default_steps` lowers it where a step's default batches are large.
 DEFAULT_STEPS = 2000
 #: The fewest steps :func:`capped_steps` gives, however large a step's batches.
 MIN_DEFAULT_STEPS = 50
+#: Batches (of the task's default size) :meth:`Task.for_metric` measures a metric on, and their seed: with
+#: :data:`~metricloss.metrics.decomposability.PROBE_PARTS` parts each, 32 metric calls, the same batches every time.
+PROBE_BATCHES = 8
+PROBE_SEED = 0
 
 
 def capped_steps(step_elements: int, budget: float) -> int:
@@ -58,6 +64,11 @@ class Task(ABC):
     #: Values of net-configuration keys added after surrogates were first saved: a stored configuration that lacks
     #: such a key was saved before it existed and is rebuilt with the value it then had (see :meth:`stored_net_config`).
     stored_net_defaults: ClassVar[dict[str, Any]] = {}
+    #: Whether the family has a per-sample and a batch-level surrogate net, so that :meth:`for_metric` measures each
+    #: metric (:meth:`probe_metric`) to choose between them.
+    measures_metric: ClassVar[bool] = False
+    #: What :meth:`for_metric` measured of the metric (``None``: not measured).
+    metric_probe: Decomposability | None = None
 
     @abstractmethod
     def config(self) -> dict[str, Any]:
@@ -91,9 +102,63 @@ class Task(ABC):
         """The surrogate network: ``net(pred, target) -> (N,)`` on stacks."""
 
     def for_metric(self, metric: Metric) -> Task:
-        """The task as :func:`metricloss.learn` uses it for ``metric``: by default ``self``; a family whose
-        generator or default net depends on the kind of metric returns a configured copy (same :meth:`config`)."""
-        return self
+        """The task as :func:`metricloss.learn` uses it for ``metric``.
+
+        A family with one kind of net (:attr:`measures_metric` false) returns ``self``. A family with a per-sample
+        and a batch-level net returns a copy (same :meth:`config`) configured by *measuring* the metric, never by its
+        name: :meth:`probe_metric` tests whether the metric of a batch is the size-weighted mean of its values on
+        sub-batches (:func:`~metricloss.metrics.decomposability.probe_decomposability`), the result is kept in the
+        copy's :attr:`metric_probe`, and :meth:`configure_for` sets the copy's default net and generator for it.
+        The decision is the same for the same function under any name (a lambda, ``functools.partial``, a
+        torchmetrics object), and every call makes the same decision (fixed batches and seed).
+        """
+        if not self.measures_metric:
+            return self
+        task = copy.copy(self)
+        task.metric_probe = self.probe_metric(metric)
+        task.configure_for(task.metric_probe.per_sample)
+        return task
+
+    def probe_metric(self, metric: Metric, seed: int = PROBE_SEED) -> Decomposability:
+        """Whether ``metric`` is a per-sample average, measured on :data:`PROBE_BATCHES` batches of
+        :meth:`probe_batches` (drawn and split with private generators seeded with ``seed``: the global random state
+        is not touched)."""
+        pred, target = self.probe_batches(PROBE_BATCHES, torch.Generator().manual_seed(seed))
+        return probe_decomposability(metric, pred, target, seed=seed)
+
+    def probe_batches(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batches :meth:`probe_metric` measures on: by default ``n`` G_R batches of the default size."""
+        return self.random_batches(n, self.default_batch_size, generator)
+
+    def configure_for(self, per_sample: bool) -> None:
+        """Set this task's default net and generator for a metric measured per-sample or batch-level (called on the
+        copy :meth:`for_metric` returns; by default nothing changes)."""
+        return None
+
+    def net_label(self, net_config: dict[str, Any]) -> str:
+        """A short name of the net ``net_config`` builds, for reports."""
+        return str(net_config.get("kind", "default net"))
+
+    def net_choice(self, net_config: dict[str, Any], given: str | None = None) -> dict[str, Any]:
+        """Which net learning used and why, as the report keeps it: ``net`` (:meth:`net_label`), ``chosen_by``
+        (``"net="`` or ``"init="`` when ``given`` names it, ``"measurement"`` when :meth:`for_metric` measured the
+        metric, ``"family"`` when the family has one kind of net), ``reason`` (a sentence) and, when measured,
+        ``metric`` (``"per-sample"`` or ``"batch-level"``) and ``probe`` (the measured numbers)."""
+        probe, label = self.metric_probe, self.net_label(net_config)
+        choice: dict[str, Any] = {"net": label}
+        if probe is not None:
+            choice.update(metric=probe.kind, probe=probe.to_dict())
+        measured = "" if probe is None else f"the metric measured {probe.kind}: {probe.describe()}"
+        if given is not None:
+            choice["chosen_by"] = given
+            choice["reason"] = f"given by `{given}`" + (f" ({measured})" if measured else "")
+        elif probe is not None:
+            choice["chosen_by"] = "measurement"
+            choice["reason"] = f"{measured}; it is this family's default net for {probe.kind} metrics"
+        else:
+            choice["chosen_by"] = "family"
+            choice["reason"] = "this family's default net (it has one kind of net for every metric)"
+        return choice
 
     def stored_net_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """The configuration a saved surrogate's net is rebuilt with: ``config`` completed by

@@ -13,7 +13,9 @@ Two surrogate networks, both independent of ``C`` and ``B``:
 - :class:`BatchClassificationNet` (``net=BATCH_NET``, ``kind="batch"``): a term that reads the batch's *soft
   confusion matrix* (at two sharpnesses of the softmax), so it can express macro F1, balanced accuracy, Cohen's kappa
   and MCC (see its docstring; its first version also added the per-sample term). ``learn`` uses it by default for
-  those metrics (:data:`CLASS_AVERAGED`, by built-in name or torchmetrics class); for accuracy and top-k it made the
+  metrics it *measures* batch-level (:meth:`~metricloss.tasks.base.Task.for_metric`: the metric of a batch is not
+  the size-weighted mean of its values on sub-batches, :mod:`metricloss.metrics.decomposability`), whatever their
+  name or form (a lambda, a ``functools.partial``, a torchmetrics object); for accuracy and top-k it made the
   surrogates worse (first version: top-5 held-out Spearman -0.07, the demo's digits CE + surrogate 0.938 instead of
   0.959; ``docs/results.md``), so they keep the per-sample net.
 
@@ -24,9 +26,8 @@ random fraction re-drawn, so batch accuracy spreads over :math:`[1/C, 1]` (a sha
 wrong" or "barely right" so the logit scale and the metric are not confounded). And an imbalanced one: label
 distributions from balanced to long-tailed (Zipf exponent up to 2.5), so minority classes are often absent
 from a batch, and predictions biased toward the frequent classes, so accuracy and the class-averaged metrics
-disagree. The class-averaged metrics (:data:`CLASS_AVERAGED`) learn from an even mix of the two; every other
-metric from the authors' regime alone, as before the imbalanced one existed (for a callable of your own that
-depends on the confusion matrix, pass a task with ``task.imbalanced_share = 0.5`` and ``net=BATCH_NET``).
+disagree. Metrics measured batch-level learn from an even mix of the two; per-sample metrics from the authors'
+regime alone, as before the imbalanced one existed.
 """
 
 from __future__ import annotations
@@ -48,15 +49,23 @@ from .base import ClassIndexTask, register_task
 __all__ = ["BATCH_NET", "BatchClassificationNet", "ClassificationNet", "ClassificationTask", "LSEDNet",
            "class_statistics"]
 
-FEATURES = ("target_prob", "margin", "log_target_prob")
+FEATURES = ("target_prob", "margin", "log_target_prob", "logit_margin")
 #: ``net=`` configuration of the batch-level surrogate, for class-averaged metrics (macro F1, balanced accuracy,
 #: Cohen's kappa, MCC): ``ml.learn("macro_f1", num_classes=C, net=BATCH_NET)``.
 BATCH_NET = {"kind": "batch", "sample": False, "sharpness": [1.0, 4.0], "class_hidden": 64, "class_depth": 2}
-#: Metrics that depend on the batch's whole confusion matrix (built-in names and torchmetrics class names): ``learn``
-#: gives them :data:`BATCH_NET` and the imbalanced half of G_R by default.
+#: The built-in metrics (and torchmetrics classes, in their default configuration) that depend on the batch's whole
+#: confusion matrix. For reference only: ``learn`` no longer reads names; it measures each metric
+#: (:meth:`ClassificationTask.for_metric`), and these all measure batch-level.
 CLASS_AVERAGED = frozenset({"macro_f1", "balanced_accuracy", "cohen_kappa", "mcc", "MulticlassF1Score",
                             "MulticlassFBetaScore", "MulticlassCohenKappa", "MulticlassMatthewsCorrCoef",
                             "MulticlassRecall", "MulticlassPrecision"})
+#: Share of G_R batches the model regime (:meth:`ClassificationTask.model_batches`) draws for per-sample metrics.
+MODEL_SHARE = 0.5
+#: Features of the model regime's random linear models, the range of their logits' scale (standard deviation), and
+#: how many batches' models are drawn at once.
+MODEL_FEATURES = 32
+MODEL_SCALES = (0.1, 16.0)
+MODEL_CHUNK = 64
 #: Per-class inputs of :class:`BatchClassificationNet` (see :func:`class_statistics`).
 CLASS_FEATURES = ("tp", "fp", "fn", "support", "recall", "precision", "f1", "present")
 
@@ -176,8 +185,11 @@ def _picked_log_probs(logits: torch.Tensor, target: torch.Tensor, runner_up: boo
 def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[str, ...]) -> torch.Tensor:
     r"""Per-sample features ``(..., B, F)`` of logits ``(..., B, C)`` and targets ``(..., B)``, for any ``C >= 2``.
 
-    ``target_prob`` :math:`p_y`, ``log_target_prob`` :math:`\max(\log p_y, -30)/10` and ``margin``
-    :math:`p_y - \max_{c \ne y} p_c`. Only two log-probabilities are computed, :math:`\log p_y` and, for the margin,
+    ``target_prob`` :math:`p_y`, ``log_target_prob`` :math:`\max(\log p_y, -30)/10`, ``margin``
+    :math:`p_y - \max_{c \ne y} p_c` and ``logit_margin`` :math:`\tanh(z_y - \max_{c \ne y} z_c)`, the margin in
+    logits, which still tells a right sample from a wrong one when the logits are nearly flat (at ``C = 1000`` and a
+    logit spread of 0.3 the probability margin is about :math:`10^{-4}`, the logit margin about 0.3). Only two
+    log-probabilities are computed, :math:`\log p_y` and, for the margins,
     :math:`\log p_o` of the best other class :math:`o` (the first of the largest logits other than the target's,
     found without autograd): one normaliser :math:`\log\sum_c e^{z_c}` and two gathers, with a backward written
     for them (and itself differentiable, for learning's gradient penalty); below :data:`FUSED_MIN_LOGITS` logits, where
@@ -192,7 +204,7 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
         tensor([[ 0.2447, -0.4205],
                 [ 0.9094,  0.8642]])
     """
-    picked = _picked_log_probs(logits, target.long(), "margin" in features)
+    picked = _picked_log_probs(logits, target.long(), "margin" in features or "logit_margin" in features)
     probs = picked.exp()
     out = []
     for name in features:
@@ -202,6 +214,8 @@ def class_features(logits: torch.Tensor, target: torch.Tensor, features: tuple[s
             out.append(picked[..., 0].clamp_min(-30.0) / 10)
         elif name == "margin":
             out.append(probs[..., 0] - probs[..., 1])
+        elif name == "logit_margin":
+            out.append(torch.tanh(picked[..., 0] - picked[..., 1]))
     return torch.stack(out, dim=-1)
 
 
@@ -339,21 +353,38 @@ class ClassificationTask(ClassIndexTask):
 
     name = "classification"
     default_metric = "accuracy"
+    measures_metric = True
 
     def __init__(self, num_classes: int | tuple[int, int] | list[int]) -> None:
         super().__init__(num_classes)
-        #: Share of G_R batches from the imbalanced regime (0: the authors' regime alone), and whether the default
-        #: net is the batch net; :meth:`for_metric` sets both for the class-averaged metrics.
+        #: Share of G_R batches from the imbalanced regime, and whether the default net is the batch net;
+        #: :meth:`for_metric` sets both for metrics it measures batch-level.
         self.imbalanced_share = 0.0
         self.class_averaged = False
+        #: Share of G_R batches from the model regime (:meth:`model_batches`; the rest from the authors' regime).
+        #: 0 draws exactly what G_R drew before the regime existed.
+        self.model_share = MODEL_SHARE
 
-    def for_metric(self, metric: Metric) -> ClassificationTask:
-        """A copy for ``metric``: the class-averaged metrics (:data:`CLASS_AVERAGED`) draw half of G_R from the
-        imbalanced regime and get :data:`BATCH_NET` by default; other metrics keep this task's settings."""
+    def configure_for(self, per_sample: bool) -> None:
+        """A metric measured batch-level (:meth:`~metricloss.tasks.base.Task.for_metric`: macro F1, balanced
+        accuracy, kappa, MCC, whatever their names) draws half of G_R from the imbalanced regime and gets
+        :data:`BATCH_NET` by default, the other half from the authors' regime, as before the model regime existed
+        (the imbalanced regime's skill and bias already model a trained classifier for them); a per-sample one keeps
+        this task's settings."""
+        if not per_sample:
+            self.imbalanced_share, self.class_averaged, self.model_share = 0.5, True, 0.0
+
+    def probe_batches(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Half the batches imbalanced, where class-averaged metrics and accuracy differ most."""
         task = copy.copy(self)
-        if metric.name in CLASS_AVERAGED:
-            task.imbalanced_share, task.class_averaged = 0.5, True
-        return task
+        task.imbalanced_share = 0.5
+        return task.random_batches(n, self.default_batch_size, generator)
+
+    def net_label(self, net_config: dict[str, Any]) -> str:
+        kind = net_config.get("kind", "mlp")
+        return {"mlp": "the per-sample net (ClassificationNet)",
+                "batch": "the batch net on the soft confusion matrix (BatchClassificationNet)",
+                "lsed": "LS-ED (LSEDNet)"}.get(kind, str(kind))
 
     @property
     def metrics(self) -> dict[str, Metric]:
@@ -362,19 +393,70 @@ class ClassificationTask(ClassIndexTask):
     def random_batches(
         self, n: int, batch_size: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """G_R: a share :attr:`imbalanced_share` of the batches imbalanced, the rest from the authors' regime (see the
-        module docstring). With a range of ``num_classes``, the authors' regime draws each batch's C from it (absent
-        classes padded with ``-inf``, :class:`~metricloss.tasks.base.ClassIndexTask`); the imbalanced regime draws
-        at the largest C."""
-        if self.imbalanced_share == 0:
+        """G_R: a share :attr:`imbalanced_share` of the batches imbalanced, a share :attr:`model_share` from the
+        model regime (:meth:`model_batches`), the rest from the authors' regime (see the module docstring). With a
+        range of ``num_classes``, the authors' and the model regimes draw each batch's C from it (absent classes padded
+        with ``-inf``, :class:`~metricloss.tasks.base.ClassIndexTask`); the imbalanced regime draws at the largest
+        C."""
+        if self.imbalanced_share == 0 and self.model_share == 0:
             return self._uniform_batches(n, batch_size, generator)
-        pick = torch.rand(n, generator=generator) < self.imbalanced_share
-        k = int(pick.sum())
+        u = torch.rand(n, generator=generator)
+        imbalanced = u < self.imbalanced_share
+        model = ~imbalanced & (u < self.imbalanced_share + self.model_share)
+        authors = ~(imbalanced | model)
         pred = torch.empty(n, batch_size, self.num_classes)
         target = torch.empty(n, batch_size, dtype=torch.long)
-        pred[~pick], target[~pick] = self._uniform_batches(n - k, batch_size, generator)
-        pred[pick], target[pick] = self._imbalanced_batches(k, batch_size, generator)
+        pred[authors], target[authors] = self._uniform_batches(int(authors.sum()), batch_size, generator)
+        pred[imbalanced], target[imbalanced] = self._imbalanced_batches(int(imbalanced.sum()), batch_size, generator)
+        if bool(model.any()):  # no draw when there are none, so model_share = 0 draws what G_R drew before it
+            pred[model], target[model] = self.model_batches(int(model.sum()), batch_size, generator)
         return pred, target
+
+    def model_batches(self, n: int, batch_size: int, generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""G_R's model regime: batches like a real classifier's, at any C.
+
+        Per batch, a random linear model :math:`W` (:data:`MODEL_FEATURES` Gaussian features, logits of unit
+        standard deviation) reads fresh features :math:`x`; its logits :math:`s\,xW` come at a scale :math:`s`
+        log-uniform in :data:`MODEL_SCALES` (a temperature from nearly flat to very confident). The labels come from
+        a *noisier copy* of the same model, :math:`x(W + \nu E)` with :math:`E` Gaussian and :math:`\nu = 2.5u^2`,
+        :math:`u` uniform in ``[0, 1]``, so the model's errors are correlated with its own scores: in a third of the
+        batches the copy's arg-max, in a third a draw from the copy's softmax at the model's own scale (labels
+        distributed as a calibrated model believes: flat batches get nearly random labels), in a third a draw at an
+        independent scale.
+        In a quarter of the batches a random fraction of the labels is the model's runner-up class (confidently
+        wrong between two close classes). Accuracy then spreads over :math:`[0, 1]` at every temperature.
+        """
+        g, c, d = generator, self.num_classes, MODEL_FEATURES
+        classes = self.draw_classes(n, g)
+        absent = self.absent(classes, c)
+        log_lo, log_hi = math.log(MODEL_SCALES[0]), math.log(MODEL_SCALES[1])
+        preds, targets = [], []
+        for start in range(0, n, MODEL_CHUNK):  # chunks bound the (k, d, C) models' memory at large C
+            k = min(MODEL_CHUNK, n - start)
+            x = torch.randn(k, batch_size, d, generator=g)
+            w = torch.randn(k, d, c, generator=g) / math.sqrt(d)
+            nu = torch.rand(k, 1, 1, generator=g).square() * 2.5  # more mass at low noise: high accuracy too
+            z = x @ w
+            teacher = x @ (w + nu * torch.randn(k, d, c, generator=g) / math.sqrt(d))
+            if absent is not None:
+                z = z.masked_fill(absent[start:start + k], float("-inf"))
+                teacher = teacher.masked_fill(absent[start:start + k], float("-inf"))
+            scale = torch.exp(torch.empty(k, 1, 1).uniform_(log_lo, log_hi, generator=g))
+            other = torch.exp(torch.empty(k, 1, 1).uniform_(log_lo, log_hi, generator=g))
+            mode = torch.rand(k, 1, 1, generator=g)
+            sharp = torch.where(mode < 2 / 3, scale, other)
+            drawn = torch.multinomial((teacher * sharp).softmax(dim=-1).view(-1, c), 1, replacement=True,
+                                      generator=g).view(k, batch_size)
+            target = torch.where(mode[..., 0] < 1 / 3, teacher.argmax(dim=-1), drawn)
+            runner_up = z.topk(2, dim=-1).indices[..., 1]
+            swap = (torch.rand(k, 1, generator=g) < 0.25) & (torch.rand(k, batch_size, generator=g)
+                                                              < torch.rand(k, 1, generator=g))
+            preds.append(z * scale)
+            targets.append(torch.where(swap, runner_up, target))
+        if not preds:
+            return torch.empty(0, batch_size, c), torch.empty(0, batch_size, dtype=torch.long)
+        return torch.cat(preds), torch.cat(targets)
 
     def _uniform_batches(self, n: int, batch_size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.num_classes
@@ -437,7 +519,7 @@ class ClassificationTask(ClassIndexTask):
         # surrogates worse (docs/results.md).
         if self.class_averaged:
             return dict(BATCH_NET)
-        return {"features": ["target_prob", "margin"], "hidden": 128, "depth": 3, "absolute": True}
+        return {"features": ["target_prob", "margin", "logit_margin"], "hidden": 128, "depth": 3, "absolute": True}
 
     def build_net(self, **net_config: Any) -> nn.Module:
         """``kind="mlp"`` (the default, also a config without ``kind``): :class:`ClassificationNet`; ``kind="batch"``

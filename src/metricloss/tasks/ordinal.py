@@ -22,6 +22,10 @@ MLPs map them to the loss, pooled over the batch in one of two ways:
   :math:`\phi, \rho`. It contains the mean pool as the case of a linear :math:`\rho`, and measured better for MAE
   too.
 
+``learn`` measures each metric (:meth:`~metricloss.tasks.base.Task.for_metric`: per-sample like MAE, or batch-level
+like kappa) and its report says which it measured and which net it used; since the deepsets pool measured better
+for both kinds, it is the default for both (``net={"pool": "mean", ...}`` picks the mean pool).
+
 The default features do not change with the logit scale, as the three metrics do not, so a model trained with
 the surrogate cannot lower it by shrinking or inflating its logits, as long as the standard deviation of a
 sample's logits stays above ``spread_floor`` (1 by default; below it the sharpened softmax has the fixed
@@ -215,6 +219,7 @@ class OrdinalTask(ClassIndexTask):
     default_metric = "mae"
     default_batch_size = 128
     class_letter = "K"
+    measures_metric = True
     stored_net_defaults: ClassVar[dict[str, Any]] = {"spread_floor": 1e-3}
 
     class_draw = "uniform"
@@ -258,6 +263,9 @@ class OrdinalTask(ClassIndexTask):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Real logits kept; targets are their arg-max moved by :func:`displace` (G_R's offsets)."""
         return pred, displace(pred.argmax(dim=-1), pred.shape[-1], generator)
+
+    def net_label(self, net_config: dict[str, Any]) -> str:
+        return f"the {net_config.get('pool', 'deepsets')} pool (OrdinalNet)"
 
     def default_net_config(self) -> dict[str, Any]:
         return {"features": list(DEFAULT_FEATURES), "pool": "deepsets", "hidden": 64, "depth": 2, "embedding": 32,
