@@ -26,31 +26,12 @@ from metricloss.learning.distributed import SharedMetric
 from metricloss.learning.settings import LearnSettings
 from metricloss.metrics.base import as_metric
 from metricloss.tasks.base import PROBE_BATCHES, get_task
-from ranks import start_ranks
+from metricloss.verdict import TRIAL_STEPS
+from ranks import CountingAccuracy, model_outputs, start_ranks
 
 SETTINGS = dict(task="classification", num_classes=5, steps=20, batch_size=32, batches_per_step=16, pool_size=64,
                 validation_batches=32, eval_every=5, patience=1000, gradient_probe=0, seed=0, progress=False)
 
-
-class CountingAccuracy:
-    """Batch accuracy that counts its calls (one per batch) in this process."""
-
-    calls = 0
-
-    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> float:
-        CountingAccuracy.calls += 1
-        return float((pred.argmax(-1) == target).double().mean())
-
-
-def model_outputs() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """G_M: 40 batches of 32 outputs of a fake model whose accuracy varies from batch to batch."""
-    gen = torch.Generator().manual_seed(11)
-    out = []
-    for i in range(40):
-        target = torch.randint(0, 5, (32,), generator=gen)
-        logits = torch.randn(32, 5, generator=gen) + (i % 8) * 0.5 * torch.nn.functional.one_hot(target, 5)
-        out.append((logits, target))
-    return out
 
 
 def learn_counted(**kw) -> tuple[ml.Surrogate, int]:
@@ -142,7 +123,9 @@ def test_learn_on_two_ranks_matches_one_process(tmp_path):
     # pool, G_M learning part, held-out batches, the verdict's random check (min(64, validation_batches)): each once;
     # and the probe that chooses the net (Task.for_metric: 8 batches and their 3 parts), which every rank runs whole
     probe = PROBE_BATCHES * 4
-    assert single_calls == 64 + 30 + 10 + 32 + probe
+    # and the verdict's descent trial on the 10 held-out batches: each batch's start and two steps per step size
+    trial = 10 * (1 + 2 * len(TRIAL_STEPS))
+    assert single_calls == 64 + 30 + 10 + 32 + trial + probe
     assert max(r0["calls"], r1["calls"]) - probe <= 0.6 * (single_calls - probe)
     assert r0["calls"] + r1["calls"] == single_calls + probe  # split, not repeated (but for the probe)
     assert abs(r0["spearman"] - single.report.spearman) <= 0.01

@@ -35,32 +35,14 @@ from metricloss.learning import distributed as distributed_module
 from metricloss.learning import trainer as trainer_module
 from metricloss.learning.distributed import SharedMetric, agree_outputs, gather_batches, outputs_digest
 from metricloss.metrics.base import BatchMetric, MetricError
-from ranks import start_ranks
+from metricloss.tasks.base import PROBE_BATCHES
+from metricloss.verdict import TRIAL_STEPS
+from ranks import CountingAccuracy, model_outputs, start_ranks
 
 # Small learning, default measurement settings (validation_batches, gradient_probe, the verdict's random check).
 SETTINGS = dict(task="classification", num_classes=5, steps=10, batch_size=32, batches_per_step=16, pool_size=64,
                 eval_every=5, seed=0, progress=False)
 
-
-class CountingAccuracy:
-    """Batch accuracy that counts its calls (one per batch) in this process."""
-
-    calls = 0
-
-    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> float:
-        CountingAccuracy.calls += 1
-        return float((pred.argmax(-1) == target).double().mean())
-
-
-def model_outputs() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """40 batches of 32 outputs of a fake model whose accuracy varies from batch to batch."""
-    gen = torch.Generator().manual_seed(11)
-    out = []
-    for i in range(40):
-        target = torch.randint(0, 5, (32,), generator=gen)
-        logits = torch.randn(32, 5, generator=gen) + (i % 8) * 0.5 * torch.nn.functional.one_hot(target, 5)
-        out.append((logits, target))
-    return out
 
 
 def shard(rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -162,11 +144,14 @@ def test_two_ranks_split_every_measurement_and_agree_on_outputs(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
 
-    # Item 6: pool 64, G_M learning part 30, held-out 10, the verdict's random check 64, and the report's gradient
-    # probe on the 10 held-out batches (16 directions, both signs, the surrogate's and the baseline's): 640.
-    assert single_calls == 64 + 30 + 10 + 64 + 2 * 10 * 16 * 2
+    # Item 6: pool 64, G_M learning part 30, held-out 10, the verdict's random check 64, the report's gradient
+    # probe on the 10 held-out batches (16 directions, both signs, the surrogate's and the baseline's): 640, the
+    # verdict's descent trial on them (each batch's start and two steps per step size), all split across the ranks;
+    # and the probe that chooses the net (8 batches and their 3 parts), which every rank runs whole.
+    trial, probe = 10 * (1 + 2 * len(TRIAL_STEPS)), PROBE_BATCHES * 4
+    assert single_calls == 64 + 30 + 10 + 64 + 2 * 10 * 16 * 2 + trial + probe
     assert max(r0["calls"], r1["calls"]) <= 0.55 * single_calls
-    assert r0["calls"] + r1["calls"] == single_calls
+    assert r0["calls"] + r1["calls"] == single_calls + probe
     for key in ("baseline_spearman", "baseline_gradient_agreement", "n_validation_batches"):
         assert r0["whole"][1][key] == numbers(single)[key]
     assert r0["whole"][1]["verdict"]["random"]["baseline_spearman"] == single.report.verdict.random.baseline_spearman
