@@ -37,6 +37,7 @@ from .verdict import (
     Verdict,
     compare_gradients,
     judge,
+    prediction_gradients,
 )
 
 __all__ = [
@@ -349,13 +350,7 @@ Vert` (:math:`s`, :math:`n`: the batch's standard deviation and size)
         raise ValueError(f"`steps` must be positive finite step sizes, got {steps!r}")
     per_batch, base_changes = [], []
     for p, t in zip(pred.split(chunk), target.split(chunk), strict=True):
-        grads = []
-        for fn in (baseline, loss):
-            x = p.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                (g,) = torch.autograd.grad(fn(x, t).sum(), x, allow_unused=True)
-            grads.append(torch.zeros_like(x) if g is None else g.detach())
-        gb, gs = (g.flatten(1).to(p.dtype) for g in grads)
+        gb, gs = (g.flatten(1).to(p.dtype) for g in prediction_gradients((baseline, loss), p, t))
         nb, ns = gb.double().norm(dim=1), gs.double().norm(dim=1)
         ok = (nb > 0) & (ns > 0) & torch.isfinite(nb) & torch.isfinite(ns)
         if not bool(ok.any()):

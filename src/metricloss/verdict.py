@@ -40,7 +40,7 @@ from . import ranking
 __all__ = [
     "GRADIENT_BATCHES", "MARGIN", "OUTCOMES", "RANDOM", "REAL", "RESAMPLES", "RULE", "TRIAL_RATIO", "TRIAL_STEPS",
     "GradientComparison", "RankingComparison", "TrialComparison", "Verdict", "WeakSurrogateWarning",
-    "compare_gradients", "compare_ranking", "judge",
+    "compare_gradients", "compare_ranking", "judge", "prediction_gradients",
     "random_check", "warn_if_weak",
 ]
 
@@ -351,13 +351,7 @@ def compare_gradients(loss: StackedLoss, baseline: StackedLoss, pred: torch.Tens
     """
     ratios, cosines = [], []
     for p, t in zip(pred.split(chunk), target.split(chunk), strict=True):
-        grads = []
-        for fn in (loss, baseline):
-            x = p.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                (g,) = torch.autograd.grad(fn(x, t).sum(), x, allow_unused=True)
-            grads.append(torch.zeros_like(x) if g is None else g.detach().flatten(1).double())
-        gs, gb = grads
+        gs, gb = (g.flatten(1).double() for g in prediction_gradients((loss, baseline), p, t))
         ns, nb = gs.flatten(1).norm(dim=1), gb.flatten(1).norm(dim=1)
         ok = (ns > 0) & (nb > 0) & torch.isfinite(ns) & torch.isfinite(nb)
         ratios.append((ns / nb)[ok])
@@ -366,6 +360,19 @@ def compare_gradients(loss: StackedLoss, baseline: StackedLoss, pred: torch.Tens
     if r.numel() == 0:
         return GradientComparison(regime, float("nan"), float("nan"), 0)
     return GradientComparison(regime, float(r.quantile(0.5)), float(c.mean()), int(r.numel()))
+
+
+def prediction_gradients(losses: Sequence[StackedLoss], pred: torch.Tensor,
+                         target: torch.Tensor) -> list[torch.Tensor]:
+    """The gradient of each stacked loss (summed over the stack) with respect to ``pred``, detached; zeros where a loss
+    does not depend on the predictions. Each batch's gradient is that batch's, as every loss here is per batch."""
+    grads = []
+    for fn in losses:
+        x = pred.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(fn(x, target).sum(), x, allow_unused=True)
+        grads.append(torch.zeros_like(x) if g is None else g.detach())
+    return grads
 
 
 def judge(losses: torch.Tensor, baseline_losses: torch.Tensor, values: torch.Tensor, *, real: bool,
