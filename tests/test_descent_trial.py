@@ -87,6 +87,15 @@ def test_chunking_does_not_change_the_trial():
     assert a == b
 
 
+def test_known_start_values_give_the_same_trial():
+    pred, target = _stack(n=10)
+    minus_soft = lambda p, t: -_soft_accuracy(p, t)  # noqa: E731
+    values = ACCURACY.oriented(ACCURACY.evaluate(pred, target))
+    for chunk in (1, 3):
+        assert descent_trial(minus_soft, _stacked_ce, ACCURACY, pred, target, chunk=chunk, values=values) == \
+            descent_trial(minus_soft, _stacked_ce, ACCURACY, pred, target, chunk=chunk)
+
+
 class _Reported(nn.Module):
     """A surrogate stand-in carrying a report whose verdict holds the trial measured for it."""
 

@@ -146,9 +146,9 @@ def test_two_ranks_split_every_measurement_and_agree_on_outputs(tmp_path):
 
     # Item 6: pool 64, G_M learning part 30, held-out 10, the verdict's random check 64, the report's gradient
     # probe on the 10 held-out batches (16 directions, both signs, the surrogate's and the baseline's): 640, the
-    # verdict's descent trial on them (each batch's start and two steps per step size), all split across the ranks;
+    # verdict's descent trial on them (two steps per step size; the start is known), all split across the ranks;
     # and the probe that chooses the net (8 batches and their 3 parts), which every rank runs whole.
-    trial, probe = 10 * (1 + 2 * len(TRIAL_STEPS)), PROBE_BATCHES * 4
+    trial, probe = 10 * 2 * len(TRIAL_STEPS), PROBE_BATCHES * 4
     assert single_calls == 64 + 30 + 10 + 64 + 2 * 10 * 16 * 2 + trial + probe
     assert max(r0["calls"], r1["calls"]) <= 0.55 * single_calls
     assert r0["calls"] + r1["calls"] == single_calls + probe

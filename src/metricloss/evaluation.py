@@ -310,6 +310,7 @@ def descent_trial(
     steps: Sequence[float] = TRIAL_STEPS,
     regime: str = REAL,
     chunk: int = 8,
+    values: torch.Tensor | None = None,
 ) -> TrialComparison:
     r"""The descent trial (:class:`~metricloss.verdict.TrialComparison`): per held-out batch, the metric after an
     equal-length step along ``baseline + w * loss``'s descent direction minus after one along ``baseline``'s.
@@ -331,6 +332,8 @@ Vert` (:math:`s`, :math:`n`: the batch's standard deviation and size)
         pred, target: the held-out stacks ``(N, B, ...)``.
         ratio: :math:`r`; steps: the :math:`\epsilon`; regime: what the batches are (recorded).
         chunk: batches per backward pass and per metric call on the stepped copies (bounds memory).
+        values: the metric on the unmoved batches ``(N,)``, oriented higher-is-better, if already known (else
+            evaluated here).
 
     Returns:
         The :class:`~metricloss.verdict.TrialComparison` (its ``gain`` NaN when no batch could be measured).
@@ -349,19 +352,21 @@ Vert` (:math:`s`, :math:`n`: the batch's standard deviation and size)
     if not steps or any(not math.isfinite(e) or e <= 0 for e in steps):
         raise ValueError(f"`steps` must be positive finite step sizes, got {steps!r}")
     per_batch, base_changes = [], []
-    for p, t in zip(pred.split(chunk), target.split(chunk), strict=True):
+    known = values.split(chunk) if values is not None else [None] * len(pred.split(chunk))
+    for p, t, v in zip(pred.split(chunk), target.split(chunk), known, strict=True):
         gb, gs = (g.flatten(1).to(p.dtype) for g in prediction_gradients((baseline, loss), p, t))
         nb, ns = gb.double().norm(dim=1), gs.double().norm(dim=1)
         ok = (nb > 0) & (ns > 0) & torch.isfinite(nb) & torch.isfinite(ns)
         if not bool(ok.any()):
             continue
         p, t, gb, gs, nb, ns = p[ok], t[ok], gb[ok], gs[ok], nb[ok], ns[ok]
+        v = v[ok] if v is not None else None
         w = (ratio * nb / ns).to(p.dtype).unsqueeze(1)
         gc = gb + w * gs
         flat = p.detach().flatten(1)
         length = flat.std(dim=1, keepdim=True).clamp_min(1e-6) * flat.shape[1] ** 0.5
         units = [g / g.double().norm(dim=1, keepdim=True).clamp_min(1e-300).to(g.dtype) for g in (gb, gc)]
-        start = metric.oriented(metric.evaluate(p, t))
+        start = v if v is not None else metric.oriented(metric.evaluate(p, t))
         gains, moved = [], []
         for eps in steps:
             after = [metric.oriented(metric.evaluate((flat - eps * length * u).view_as(p), t)) for u in units]
@@ -501,7 +506,8 @@ def measure(
         item = pred[0].nbytes + target[0].nbytes
         fields["verdict"].trial = descent_trial(losses_of, task.baseline, metric,
                                                 pred if gradient_dtype is None else pred.to(gradient_dtype), target,
-                                                chunk=chunk_count(item, budget, 8, PROBE_EXTRA))
+                                                chunk=chunk_count(item, budget, 8, PROBE_EXTRA),
+                                                values=metric_values)
         metric_seconds += time.perf_counter() - t0
     if started is not None:
         fields["learn_seconds"] = time.perf_counter() - started
